@@ -1,0 +1,109 @@
+"""Shared command-line plumbing: flags generated from Config, one-line errors, exit codes.
+
+Exit codes: 0 success, 2 bad input (one line on stderr, nothing written), 1 a training
+failure such as a non-finite loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from typing import Callable
+
+from jaxae.config import Config, ConfigError, validate  # noqa: F401  (re-exported for the CLIs)
+
+HELP = {
+    "dataset": "TFDS image dataset name (mnist_5k is embedded and offline)",
+    "data_dir": "TFDS data directory (default: TFDS's own)",
+    "manual_dir": "folder with the dataset's downloaded source files, to prepare it offline",
+    "eval_split": "TFDS split to evaluate on",
+    "binarize": "dynamic: Bernoulli-binarize 8-bit images each step; none: score grey levels",
+    "model": "model family",
+    "arch": "encoder/decoder architecture",
+    "hidden_dims": "MLP hidden widths, comma-separated",
+    "channels": "conv widths per stride-2 stage, comma-separated",
+    "latent_dim": "size of the latent z",
+    "likelihood": "pixel likelihood p(x|z)",
+    "gaussian_scale": "fixed std of the Gaussian likelihood on [0, 1] pixels (default: learned)",
+    "steps": "training steps",
+    "epochs": "training epochs (overrides --steps)",
+    "batch_size": "global batch size",
+    "learning_rate": "Adam (peak) learning rate",
+    "lr_schedule": "learning-rate schedule",
+    "warmup_steps": "linear warm-up steps",
+    "grad_clip": "clip gradients to this global norm (0: off)",
+    "seed": "seed of all randomness",
+    "eval_every": "evaluate every N steps",
+    "checkpoint_every": "checkpoint every N steps",
+    "keep_checkpoints": "checkpoints to keep",
+    "steps_per_call": "training steps fused into one compiled call",
+}
+CHOICES = {"model": "MODELS", "arch": "ARCHS", "likelihood": "LIKELIHOODS", "binarize": "BINARIZE",
+           "lr_schedule": "LR_SCHEDULES"}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line and exit with status 2."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+
+
+def _optional(parse: Callable) -> Callable:
+    return lambda text: None if text.lower() == "none" else parse(text)
+
+
+_PARSERS = {"str": str, "int": int, "float": float, "tuple[int, ...]": _int_list,
+            "str | None": _optional(str), "int | None": _optional(int), "float | None": _optional(float)}
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds one ``--name`` flag per Config field, defaulting to the field's default."""
+    from jaxae import config as config_module
+
+    for field in dataclasses.fields(Config):
+        choices = getattr(config_module, CHOICES[field.name]) if field.name in CHOICES else None
+        default = field.default
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        parser.add_argument(f"--{field.name}", type=_PARSERS[field.type], default=default, choices=choices,
+                            metavar=None if choices else field.name.upper(),
+                            help=f"{HELP[field.name]} (default: {shown})")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
+
+
+def quiet_libraries() -> None:
+    """Keeps TensorFlow, absl and Orbax from flooding the terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> int:
+    """Runs a CLI ``main``: bad input -> one line on stderr and exit status 2."""
+    prog = os.path.basename(sys.argv[0]) or "jaxae"
+    try:
+        main(argv)
+    except ConfigError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except FloatingPointError as e:
+        print(f"{prog}: training failed: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,184 @@
+"""Typed, validated run configuration, saved as JSON next to every run.
+
+A :class:`Config` is built once (from flags or code), validated up front by
+:func:`validate`, and is the only source of truth for how a model is built and
+trained. ``config.json`` in the work directory is its JSON form; ``sample.py``
+rebuilds the model from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+MODELS = ("vae",)
+ARCHS = ("mlp", "conv")
+LIKELIHOODS = ("bernoulli", "gaussian")
+BINARIZE = ("dynamic", "none")
+LR_SCHEDULES = ("constant", "cosine")
+
+# Fields that may change when a run is resumed in the same work directory: they do
+# not change the model, the optimizer or the data the checkpoint was trained on.
+RESUMABLE_FIELDS = frozenset(
+    {"steps", "epochs", "eval_every", "checkpoint_every", "keep_checkpoints",
+     "data_dir", "manual_dir", "steps_per_call"}
+)
+
+
+class ConfigError(ValueError):
+    """A bad setting or input. Its message is one line naming the value and what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that defines a run.
+
+    Data:
+      dataset: TFDS name of an image dataset (``mnist_5k`` is embedded and offline).
+      data_dir: TFDS data directory (None: TFDS's default).
+      manual_dir: folder holding already-downloaded source files, so TFDS prepares
+        the dataset without network access.
+      eval_split: TFDS split used for evaluation.
+      binarize: ``dynamic`` draws a fresh Bernoulli binarization of 8-bit images at
+        every training step and a fixed one (seed-independent) for evaluation, so
+        the Bernoulli likelihood is a real likelihood; ``none`` scores grey levels
+        in [0, 1] with the Bernoulli cross-entropy (the Flax-example convention;
+        then the numbers are not log-likelihoods). Ignored for data that is already
+        binary, such as ``binarized_mnist``.
+    Model:
+      model: model family; arch: encoder/decoder architecture.
+      hidden_dims: MLP hidden layer widths (encoder; the decoder mirrors them).
+      channels: conv feature widths per stride-2 stage.
+      latent_dim: size of the Gaussian latent z.
+      likelihood: ``bernoulli`` or ``gaussian`` (8-bit data, uniformly dequantized).
+      gaussian_scale: fixed standard deviation of the Gaussian likelihood on the
+        [0, 1] pixel scale, or None to learn one per pixel.
+    Optimization:
+      steps: number of training steps (``epochs`` overrides it when set).
+      batch_size: global batch size; learning_rate: Adam's peak learning rate;
+      lr_schedule: ``constant`` or ``cosine`` decay to 0 after ``warmup_steps``
+      linear warm-up; grad_clip: global-norm clipping threshold (0: off).
+    Bookkeeping:
+      seed: the one seed all randomness derives from; eval_every,
+      checkpoint_every: in steps; keep_checkpoints: how many to keep;
+      steps_per_call: training steps fused into one compiled call (``lax.scan``).
+    """
+
+    dataset: str = "mnist_5k"
+    data_dir: str | None = None
+    manual_dir: str | None = None
+    eval_split: str = "test"
+    binarize: str = "dynamic"
+
+    model: str = "vae"
+    arch: str = "mlp"
+    hidden_dims: tuple[int, ...] = (512, 256)
+    channels: tuple[int, ...] = (32, 64)
+    latent_dim: int = 16
+    likelihood: str = "bernoulli"
+    gaussian_scale: float | None = None
+
+    steps: int = 6000
+    epochs: int | None = None
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    grad_clip: float = 0.0
+
+    seed: int = 0
+    eval_every: int = 1000
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    steps_per_call: int = 50
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {unknown}; known: {sorted(names)}")
+        d = dict(d)
+        for key in ("hidden_dims", "channels"):
+            if key in d and d[key] is not None:
+                d[key] = tuple(d[key])
+        return validate(cls(**d))
+
+    @classmethod
+    def load(cls, path: str) -> "Config":
+        try:
+            with open(path) as f:
+                d = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"cannot read config {path!r}: {e}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"config {path!r} must hold a JSON object")
+        return cls.from_dict(d)
+
+    def save(self, path: str) -> None:
+        """Writes atomically: a crash never leaves a half-written config.json."""
+        tmp = f"{path}.tmp.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(self.to_json() + "\n")
+        os.replace(tmp, path)
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"--{name} {value!r} is not one of {', '.join(allowed)}")
+
+
+def _positive(name: str, value: float | int) -> None:
+    if not value > 0:
+        raise ConfigError(f"--{name} must be > 0, got {value}")
+
+
+def validate(config: Config) -> Config:
+    """Checks every field; raises :class:`ConfigError` on the first bad one."""
+    c = config
+    if not isinstance(c.dataset, str) or not c.dataset:
+        raise ConfigError("--dataset must be a TFDS dataset name, e.g. mnist_5k, mnist, binarized_mnist")
+    _choice("model", c.model, MODELS)
+    _choice("arch", c.arch, ARCHS)
+    _choice("likelihood", c.likelihood, LIKELIHOODS)
+    _choice("binarize", c.binarize, BINARIZE)
+    _choice("lr_schedule", c.lr_schedule, LR_SCHEDULES)
+    for name in ("latent_dim", "steps", "batch_size", "eval_every", "checkpoint_every",
+                 "keep_checkpoints", "steps_per_call"):
+        _positive(name, getattr(c, name))
+    _positive("learning_rate", c.learning_rate)
+    if c.epochs is not None:
+        _positive("epochs", c.epochs)
+    for name in ("hidden_dims", "channels"):
+        dims = getattr(c, name)
+        if not dims or any(int(d) <= 0 for d in dims):
+            raise ConfigError(f"--{name} must be a non-empty list of positive widths, got {list(dims)}")
+    if c.warmup_steps < 0:
+        raise ConfigError(f"--warmup_steps must be >= 0, got {c.warmup_steps}")
+    if c.grad_clip < 0:
+        raise ConfigError(f"--grad_clip must be >= 0 (0 disables clipping), got {c.grad_clip}")
+    if c.gaussian_scale is not None:
+        _positive("gaussian_scale", c.gaussian_scale)
+    if c.likelihood == "gaussian" and c.binarize != "none":
+        raise ConfigError("--likelihood gaussian scores 8-bit grey levels; use it with --binarize none")
+    limits = {"batch_size": 1 << 16, "latent_dim": 1 << 14, "steps": 1 << 31}
+    for name, limit in limits.items():
+        if getattr(c, name) > limit:
+            raise ConfigError(f"--{name} {getattr(c, name)} is absurdly large (at most {limit})")
+    return c
+
+
+def incompatible_fields(saved: Config, new: Config) -> list[str]:
+    """Fields that differ between a saved run and a new request and forbid resuming."""
+    return [
+        f.name for f in dataclasses.fields(Config)
+        if f.name not in RESUMABLE_FIELDS and getattr(saved, f.name) != getattr(new, f.name)
+    ]

@@ -1,0 +1,177 @@
+"""Input: TFDS image datasets as device-resident uint8 arrays, and per-example keys.
+
+Every dataset, the embedded default ``mnist_5k`` included, goes through TFDS:
+``tfds.builder(name).download_and_prepare(...)`` then the whole split is read into
+memory as uint8 (N, H, W, C). Small datasets (MNIST family, CIFAR-10) then live on
+the device; training batches are gathered there from a per-epoch permutation
+(:func:`epoch_permutation`), so no step waits on the host.
+
+How a uint8 image becomes model input is fixed by :class:`InputSpec` (see
+:func:`to_model_input`): already-binary data is used as is; 8-bit data is either
+binarized with a Bernoulli draw per pixel, scaled to [0, 1], or uniformly dequantized.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxae.config import Config, ConfigError
+
+# Datasets larger than this are refused until a streaming pipeline exists: they would
+# not fit in device memory as a whole split.
+MAX_RESIDENT_BYTES = 4 << 30
+# Evaluation randomness (binarization, dequantization, posterior samples) uses this
+# fixed key, independent of the run's seed, so numbers compare across runs.
+EVAL_KEY_SEED = 20111125
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """How images enter the model (hashable: used as a jit-static argument).
+
+    image_shape: (H, W, C). num_classes: label count (0 when unlabeled).
+    mode: ``binary`` (data is {0, 1}), ``dynamic`` (Bernoulli draw from k / 255),
+    ``grey`` (k / 255), or ``dequantize`` ((k + u) / 256, u ~ U[0, 1)).
+    """
+
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    mode: str
+
+    @property
+    def num_dims(self) -> int:
+        return math.prod(self.image_shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """A whole split in host memory. images: uint8 (N, H, W, C); labels: int32 (N,) or None."""
+
+    images: np.ndarray
+    labels: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def _tfds():
+    """Imports TFDS with TensorFlow kept off any GPU and jaxae's builders registered."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # TF only reads files here; also silences a banner.
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # Already initialised: devices can no longer change.
+        pass
+    import tensorflow_datasets as tfds
+
+    import jaxae.datasets  # noqa: F401  (registers mnist_5k)
+
+    return tfds
+
+
+def prepared_builder(config: Config):
+    """Returns the TFDS builder of ``config.dataset``, prepared (downloaded or from --manual_dir)."""
+    tfds = _tfds()
+    try:
+        builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ConfigError(
+            f"--dataset {config.dataset!r} is not a TFDS dataset; use a name from "
+            "tfds.list_builders(), e.g. mnist_5k (embedded), mnist, binarized_mnist, fashion_mnist, cifar10"
+        ) from None
+    features = builder.info.features
+    image = features["image"] if "image" in features else None
+    if image is None or len(image.shape) != 3 or image.np_dtype != np.uint8:
+        raise ConfigError(f"--dataset {config.dataset!r} has no uint8 'image' feature of shape (H, W, C)")
+    if None in image.shape:
+        raise ConfigError(f"--dataset {config.dataset!r} has images of varying size {image.shape}; "
+                          "jaxae needs a fixed (H, W, C)")
+    if config.manual_dir is not None and not os.path.isdir(config.manual_dir):
+        raise ConfigError(f"--manual_dir {config.manual_dir!r} is not a directory")
+    download_config = tfds.download.DownloadConfig(manual_dir=config.manual_dir, try_download_gcs=False)
+    try:
+        builder.download_and_prepare(download_config=download_config)
+    except Exception as e:  # TFDS raises many types for network/manual-file problems.
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"cannot prepare TFDS dataset {config.dataset!r} in {builder.data_dir!r} ({type(e).__name__}: "
+            f"{reason[:300]}); without internet pass --manual_dir with its source files"
+        ) from None
+    return builder
+
+
+def load_split(builder, split: str) -> Split:
+    """Reads a whole split of a prepared builder into host memory."""
+    tfds = _tfds()
+    if split not in builder.info.splits:
+        raise ConfigError(f"split {split!r} is not in {builder.name!r}; it has {sorted(builder.info.splits)}")
+    image = builder.info.features["image"]
+    num_bytes = builder.info.splits[split].num_examples * math.prod(image.shape)
+    if num_bytes > MAX_RESIDENT_BYTES:
+        raise ConfigError(
+            f"split {split!r} of {builder.name!r} needs {num_bytes / 2**30:.1f} GiB as uint8; "
+            f"device-resident data is limited to {MAX_RESIDENT_BYTES / 2**30:.0f} GiB")
+    arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
+    labels = arrays.get("label")
+    return Split(images=np.asarray(arrays["image"], np.uint8),
+                 labels=None if labels is None else np.asarray(labels, np.int32))
+
+
+def input_spec(config: Config, builder, train: Split) -> InputSpec:
+    """Decides how images are scored from the config and the data itself."""
+    image_shape = tuple(int(d) for d in builder.info.features["image"].shape)
+    label = builder.info.features["label"] if "label" in builder.info.features else None
+    num_classes = int(getattr(label, "num_classes", 0) or 0)
+    if int(train.images.max(initial=0)) <= 1:
+        if config.likelihood == "gaussian":
+            raise ConfigError(f"--dataset {config.dataset!r} is binary; --likelihood gaussian needs 8-bit images")
+        mode = "binary"
+    elif config.likelihood == "gaussian":
+        mode = "dequantize"
+    else:
+        mode = "dynamic" if config.binarize == "dynamic" else "grey"
+    return InputSpec(image_shape=image_shape, num_classes=num_classes, mode=mode)
+
+
+def to_model_input(images: jax.Array, keys: jax.Array, spec: InputSpec) -> jax.Array:
+    """uint8 (B, H, W, C) and per-example keys (B,) -> float32 (B, H, W, C) model input."""
+    x = images.astype(jnp.float32)
+    if spec.mode == "binary":
+        return x
+    if spec.mode == "grey":
+        return x / 255.0
+    if spec.mode == "dynamic":
+        draw = jax.vmap(lambda k, p: jax.random.bernoulli(k, p).astype(jnp.float32))
+        return draw(keys, x / 255.0)
+    if spec.mode == "dequantize":
+        noise = jax.vmap(lambda k: jax.random.uniform(k, spec.image_shape))(keys)
+        return (x + noise) / 256.0
+    raise ValueError(f"unknown input mode {spec.mode!r}")
+
+
+def example_keys(rng: jax.Array, batch_size: int, offset: jax.Array | int = 0,
+                 axis_name: str | None = None) -> jax.Array:
+    """One PRNG key per example: fold_in(rng, global index of the example in the batch).
+
+    Under ``pmap`` with ``axis_name`` each device holds rows [d * b, (d + 1) * b) of the
+    global batch, so the keys (and every random draw) match a single-device run.
+    """
+    start = offset if axis_name is None else offset + jax.lax.axis_index(axis_name) * batch_size
+    return jax.vmap(jax.random.fold_in, (None, 0))(rng, start + jnp.arange(batch_size))
+
+
+def epoch_permutation(data_key: jax.Array, epoch: jax.Array | int, num_examples: int) -> jax.Array:
+    """The example order of one epoch: a permutation of range(num_examples), from the seed."""
+    return jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
+
+
+def eval_key() -> jax.Array:
+    return jax.random.key(EVAL_KEY_SEED)

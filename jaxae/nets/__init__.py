@@ -1,0 +1,31 @@
+"""Encoder/decoder networks (Flax linen). Encoders map images (B, H, W, C) to the
+mean and log-variance of a diagonal Gaussian posterior, each (B, latent_dim);
+decoders map latents (B, latent_dim) to likelihood parameters (B, H, W, C * k)."""
+
+from __future__ import annotations
+
+from flax import linen as nn
+
+from jaxae.config import Config, ConfigError
+from jaxae.nets.conv import ConvDecoder, ConvEncoder
+from jaxae.nets.mlp import MLPDecoder, MLPEncoder
+
+
+def make_encoder_decoder(config: Config, image_shape: tuple[int, int, int],
+                         params_per_channel: int) -> tuple[nn.Module, nn.Module]:
+    """Builds the encoder and decoder of ``config.arch`` for images of ``image_shape`` (H, W, C)."""
+    out_shape = (*image_shape[:2], image_shape[2] * params_per_channel)
+    if config.arch == "mlp":
+        return (MLPEncoder(config.hidden_dims, config.latent_dim),
+                MLPDecoder(tuple(reversed(config.hidden_dims)), out_shape))
+    stride = 2 ** len(config.channels)
+    height, width = image_shape[:2]
+    if height % stride or width % stride:
+        raise ConfigError(
+            f"--arch conv with {len(config.channels)} stride-2 stages needs image sides divisible "
+            f"by {stride}; got {height}x{width} (use fewer --channels or --arch mlp)")
+    return (ConvEncoder(config.channels, config.latent_dim),
+            ConvDecoder(tuple(reversed(config.channels)), out_shape))
+
+
+__all__ = ["ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder", "make_encoder_decoder"]

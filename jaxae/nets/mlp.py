@@ -1,0 +1,41 @@
+"""Fully connected encoder and decoder."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+
+class MLPEncoder(nn.Module):
+    """(B, H, W, C) in [0, 1] -> (mean, logvar), each (B, latent_dim)."""
+
+    hidden_dims: Sequence[int]
+    latent_dim: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h = x.reshape(x.shape[0], -1)
+        for width in self.hidden_dims:
+            h = nn.relu(nn.Dense(width)(h))
+        stats = nn.Dense(2 * self.latent_dim)(h)
+        mean, logvar = jnp.split(stats, 2, axis=-1)
+        return mean, logvar
+
+
+class MLPDecoder(nn.Module):
+    """(B, latent_dim) -> (B, *out_shape) likelihood parameters."""
+
+    hidden_dims: Sequence[int]
+    out_shape: tuple[int, int, int]
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        h = z
+        for width in self.hidden_dims:
+            h = nn.relu(nn.Dense(width)(h))
+        out = nn.Dense(math.prod(self.out_shape))(h)
+        return out.reshape(z.shape[0], *self.out_shape)

@@ -1,0 +1,328 @@
+"""Training: the train state, the pure train step, and the train-and-evaluate loop.
+
+The step ``train_step(state, batch, rng) -> (state, metrics)`` is one pure function
+for every model family and every way of running it:
+
+* plain ``jax.jit`` on one device;
+* ``jax.jit`` over a ``jax.sharding.Mesh`` with a ``data`` axis (batch sharded,
+  state replicated; XLA inserts the gradient all-reduce) — the default when several
+  devices are visible;
+* ``jax.pmap`` with ``axis_name``: gradients and metrics are averaged with
+  ``lax.pmean``.
+
+Randomness is drawn per example from fold_in(rng, global example index), so all
+three give the same numbers on the same global batch.
+
+The loop keeps the uint8 training split on the device and fuses
+``steps_per_call`` steps into one compiled ``lax.scan``; the example order of every
+epoch is a permutation derived from the seed and the epoch number, and the step's
+key is fold_in(key, step). Resuming from a checkpoint therefore replays exactly the
+same batches and noise as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import shutil
+import time
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxae import checkpoints, data, evaluation, images, sampling
+from jaxae.config import Config, ConfigError, validate
+from jaxae.models import make_model
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+SAMPLES_FILE = "samples.png"
+RECONSTRUCTIONS_FILE = "reconstructions.png"
+NUM_GRID_SAMPLES = 64
+NUM_GRID_RECONSTRUCTIONS = 32  # 4 rows of 8 inputs, each above its reconstructions.
+
+
+@flax.struct.dataclass
+class TrainState:
+    """step: int32 scalar; params and opt_state: pytrees of arrays."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def make_optimizer(config: Config, total_steps: int) -> optax.GradientTransformation:
+    """Adam with the configured learning-rate schedule and optional global-norm clipping."""
+    if config.lr_schedule == "cosine":
+        lr = optax.warmup_cosine_decay_schedule(
+            0.0, config.learning_rate, config.warmup_steps, max(total_steps, config.warmup_steps + 1))
+    elif config.warmup_steps:
+        lr = optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps)
+    else:
+        lr = config.learning_rate
+    adam = optax.adam(lr)
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), adam) if config.grad_clip else adam
+
+
+def create_train_state(model, optimizer: optax.GradientTransformation, rng: jax.Array) -> TrainState:
+    params = model.init(rng)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+
+
+def global_norm(tree: Any) -> jax.Array:
+    """sqrt of the sum of squares of all leaves."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
+
+
+def make_train_step(model, optimizer: optax.GradientTransformation, axis_name: str | None = None
+                    ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
+    """Returns the pure step ``(state, batch, rng) -> (state, metrics)``.
+
+    batch: {"image": uint8 (B, H, W, C), optional "label": int32 (B,)} — under ``pmap``
+    the per-device shard. rng: a key shared by all devices. metrics: scalars averaged
+    over the global batch (``nelbo``, ``recon``, ``kl`` in nats per image, ``grad_norm``).
+    """
+
+    def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
+        keys = data.example_keys(rng, batch["image"].shape[0], axis_name=axis_name)
+        grad_fn = jax.value_and_grad(model.loss, has_aux=True)
+        (_, metrics), grads = grad_fn(state.params, batch, keys)
+        if axis_name is not None:
+            grads = jax.lax.pmean(grads, axis_name)
+            metrics = jax.lax.pmean(metrics, axis_name)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(metrics, grad_norm=global_norm(grads))
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return train_step
+
+
+def data_mesh() -> jax.sharding.Mesh:
+    """A 1-D mesh over all devices with the axis ``data``."""
+    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def make_multi_step(train_step, batch_size: int, num_examples: int, num_steps: int,
+                    mesh: jax.sharding.Mesh | None = None):
+    """Fuses ``num_steps`` train steps on device-resident data into one compiled call.
+
+    Returns ``run(state, perm, images, labels, data_key, step_key) -> (state, perm, metrics)``
+    where perm is the current epoch's permutation (int32 (N,)), images/labels the whole
+    uint8 training split, and metrics hold (num_steps,) arrays. The step number in the
+    state decides the epoch, the position in it and the step's key.
+    """
+    steps_per_epoch = num_examples // batch_size
+    batch_sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
+
+    def body(consts, carry, _):
+        images, labels, data_key, step_key = consts
+        state, perm = carry
+        epoch, position = jnp.divmod(state.step, steps_per_epoch)
+        perm = jax.lax.cond(position == 0,
+                            lambda: data.epoch_permutation(data_key, epoch, num_examples),
+                            lambda: perm)
+        idx = jax.lax.dynamic_slice_in_dim(perm, position * batch_size, batch_size)
+        batch = {"image": images[idx]}
+        if labels is not None:
+            batch["label"] = labels[idx]
+        if batch_sharding is not None:
+            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+        state, metrics = train_step(state, batch, jax.random.fold_in(step_key, state.step))
+        return (state, perm), metrics
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def run(state, perm, images, labels, data_key, step_key):
+        consts = (images, labels, data_key, step_key)
+        (state, perm), metrics = jax.lax.scan(functools.partial(body, consts), (state, perm), length=num_steps)
+        return state, perm, metrics
+
+    return run
+
+
+def _chunk_lengths(start: int, total: int, boundaries: tuple[int, ...], max_len: int):
+    """Yields step counts from ``start`` to ``total`` that never cross a multiple of a boundary."""
+    step = start
+    while step < total:
+        stop = min([total, step + max_len] + [(step // b + 1) * b for b in boundaries])
+        yield stop - step
+        step = stop
+
+
+def _append_jsonl(path: str, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _truncate_metrics(path: str, last_step: int) -> None:
+    """Drops metric lines written after ``last_step`` (by a run that died before checkpointing)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
+
+
+def reset_workdir(workdir: str) -> None:
+    """Removes a previous run's checkpoints, config and metrics from ``workdir``."""
+    shutil.rmtree(checkpoints.checkpoint_dir(workdir), ignore_errors=True)
+    for name in (checkpoints.CONFIG_FILE, METRICS_FILE):
+        path = os.path.join(workdir, name)
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def check_workdir_writable(workdir: str) -> None:
+    parent = workdir
+    while not os.path.exists(parent):
+        parent = os.path.dirname(os.path.abspath(parent))
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--workdir {workdir!r} cannot be created or written "
+                          f"({parent!r} is not a writable directory)")
+
+
+def write_images(model, params, test_images: jax.Array, rng: jax.Array, workdir: str, writer=None,
+                 step: int = 0) -> None:
+    """Writes samples.png (decoded N(0, I) latents) and reconstructions.png (inputs above outputs)."""
+    samples = np.asarray(sampling.sample_prior(model, params, rng, NUM_GRID_SAMPLES))
+    inputs = test_images[:NUM_GRID_RECONSTRUCTIONS]
+    recons = sampling.reconstruct(model, params, inputs)
+    scale = 1.0 if model.spec.mode == "binary" else 255.0
+    pairs = np.asarray(sampling.interleave_rows(inputs.astype(jnp.float32) / scale, recons, 8))
+    images.save_png(os.path.join(workdir, SAMPLES_FILE), samples, num_cols=8)
+    images.save_png(os.path.join(workdir, RECONSTRUCTIONS_FILE), pairs, num_cols=8)
+    if writer is not None:
+        writer.add_image("samples", images.image_grid(samples, 8), step, dataformats="HWC")
+        writer.add_image("reconstructions", images.image_grid(pairs, 8), step, dataformats="HWC")
+
+
+def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
+                       progress: bool = True) -> dict[str, float]:
+    """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluates.
+
+    Writes config.json, checkpoints/, metrics.jsonl (one JSON object per evaluation),
+    samples.png, reconstructions.png and TensorBoard events. Returns the last
+    evaluation's metrics. Raises ConfigError, before writing anything, on bad input.
+    """
+    validate(config)
+    check_workdir_writable(workdir)
+    if not reset:
+        checkpoints.check_resumable(workdir, config)
+    if config.batch_size % jax.device_count():
+        raise ConfigError(f"--batch_size {config.batch_size} must be divisible by the {jax.device_count()} devices")
+
+    builder = data.prepared_builder(config)
+    train_split = data.load_split(builder, "train")
+    test_split = data.load_split(builder, config.eval_split)
+    if config.batch_size > len(train_split):
+        raise ConfigError(f"--batch_size {config.batch_size} exceeds the {len(train_split)} training images")
+    spec = data.input_spec(config, builder, train_split)
+    model = make_model(config, spec)
+    steps_per_epoch = len(train_split) // config.batch_size
+    total_steps = config.epochs * steps_per_epoch if config.epochs else config.steps
+
+    root = jax.random.key(config.seed)
+    init_key, data_key, step_key, sample_key = (jax.random.fold_in(root, i) for i in range(4))
+    optimizer = make_optimizer(config, total_steps)
+    state = create_train_state(model, optimizer, init_key)
+
+    if reset:
+        reset_workdir(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    checkpointer = checkpoints.Checkpointer(workdir, keep=config.keep_checkpoints)
+    restored = checkpointer.restore(state)
+    start = 0
+    if restored is not None:
+        start, state = restored
+        log.info("resuming from step %d of %s", start, checkpointer.directory)
+    _truncate_metrics(os.path.join(workdir, METRICS_FILE), start)
+    config.save(checkpoints.config_path(workdir))
+    checkpoints.save_input_spec(workdir, spec)
+
+    mesh = data_mesh() if jax.device_count() > 1 else None
+    replicated = NamedSharding(mesh, PartitionSpec()) if mesh else jax.devices()[0]
+    state = jax.device_put(state, replicated)
+    train_images = jax.device_put(train_split.images, replicated)
+    train_labels = None if train_split.labels is None else jax.device_put(train_split.labels, replicated)
+    test_images = jax.device_put(test_split.images, replicated)
+    epoch = start // steps_per_epoch
+    perm = jax.device_put(data.epoch_permutation(data_key, epoch, len(train_split)), replicated)
+
+    from tensorboardX import SummaryWriter
+
+    writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    train_step = make_train_step(model, optimizer)
+    runners: dict[int, Callable] = {}
+    train_seconds, train_images_seen, window = 0.0, 0, []
+    last: dict[str, float] = {}
+    bar = _progress_bar(total_steps, start, progress)
+    step = start
+    for length in _chunk_lengths(start, total_steps, (config.eval_every, config.checkpoint_every),
+                                 config.steps_per_call):
+        compiled_before = length in runners
+        if not compiled_before:
+            runners[length] = make_multi_step(train_step, config.batch_size, len(train_split), length, mesh)
+        began = time.perf_counter()
+        state, perm, metrics = runners[length](state, perm, train_images, train_labels, data_key, step_key)
+        metrics = jax.device_get(metrics)
+        seconds = time.perf_counter() - began
+        if compiled_before:  # The first call of each length includes compilation.
+            train_seconds += seconds
+            train_images_seen += length * config.batch_size
+        step += length
+        window.extend(metrics["nelbo"].tolist())
+        ips = train_images_seen / train_seconds if train_seconds else float("nan")
+        if bar is not None:
+            bar.update(length)
+            bar.set_postfix(nelbo=f"{float(np.mean(metrics['nelbo'])):.2f}", img_s=f"{ips:,.0f}")
+        for name, values in metrics.items():
+            writer.add_scalar(f"train/{name}", float(np.mean(values)), step)
+        if not np.all(np.isfinite(metrics["nelbo"])):
+            raise FloatingPointError(f"non-finite training loss at step {step}; lower --learning_rate "
+                                     "or set --grad_clip")
+        if step % config.eval_every == 0 or step == total_steps:
+            test = evaluation.evaluate(model, state.params, test_images, data.eval_key())
+            last = {"step": step, "epoch": step / steps_per_epoch,
+                    "train_nelbo": float(np.mean(window)),
+                    **{f"test_{k}": v for k, v in test.items()},
+                    "train_images_per_sec": ips}
+            window = []
+            _append_jsonl(os.path.join(workdir, METRICS_FILE), last)
+            for name, value in test.items():
+                writer.add_scalar(f"test/{name}", value, step)
+            writer.add_scalar("train/images_per_sec", ips, step)
+            write_images(model, state.params, test_images, sample_key, workdir, writer, step)
+            message = (f"step {step}/{total_steps}: train nelbo {last['train_nelbo']:.2f}, "
+                       f"test nelbo {test['nelbo']:.2f} nats ({test['bpd']:.4f} bits/dim), "
+                       f"recon {test['recon']:.2f}, kl {test['kl']:.2f}, {ips:,.0f} images/s")
+            (bar.write if bar is not None else print)(message)
+        if step % config.checkpoint_every == 0 or step == total_steps:
+            checkpointer.save(step, state)
+    checkpointer.wait()
+    checkpointer.close()
+    writer.close()
+    if bar is not None:
+        bar.close()
+    if not last:  # Nothing left to train: evaluate the restored state.
+        test = evaluation.evaluate(model, state.params, test_images, data.eval_key())
+        last = {"step": step, **{f"test_{k}": v for k, v in test.items()}}
+    return last
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=1.0)

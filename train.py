@@ -1,0 +1,36 @@
+"""Train an autoencoder model and write checkpoints, metrics and image grids to --workdir.
+
+    python train.py                                   # VAE on the embedded mnist_5k digits
+    python train.py --dataset binarized_mnist --manual_dir ../shared/data/binarized_mnist
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from jaxae import cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=cli.argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", default="runs/default", help="output directory (default: runs/default)")
+    parser.add_argument("--reset", action="store_true", help="discard a previous run in --workdir")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    cli.add_config_flags(parser)
+    args = parser.parse_args(argv)
+    config = cli.validate(cli.config_from_args(args))
+    cli.quiet_libraries()
+
+    import jax
+
+    from jaxae.training import train_and_evaluate
+
+    print(f"jaxae: training {config.model}/{config.arch} on {config.dataset} with "
+          f"{jax.device_count()} {jax.default_backend()} device(s); workdir {args.workdir}")
+    final = train_and_evaluate(config, args.workdir, reset=args.reset, progress=not args.no_progress)
+    print("final:", json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in final.items()}))
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
