@@ -15,6 +15,10 @@ from typing import Callable
 
 from jaxae.config import Config, ConfigError, validate  # noqa: F401  (re-exported for the CLIs)
 
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss stayed non-finite); the last checkpoint is intact."""
+
 HELP = {
     "dataset": "TFDS image dataset name (mnist_5k is embedded and offline)",
     "data_dir": "TFDS data directory (default: TFDS's own)",
@@ -25,6 +29,7 @@ HELP = {
     "arch": "encoder/decoder architecture",
     "hidden_dims": "MLP hidden widths, comma-separated",
     "channels": "conv widths per stride-2 stage, comma-separated",
+    "activation": "hidden-layer nonlinearity",
     "latent_dim": "size of the latent z",
     "likelihood": "pixel likelihood p(x|z)",
     "gaussian_scale": "fixed std of the Gaussian likelihood on [0, 1] pixels (default: learned)",
@@ -40,9 +45,10 @@ HELP = {
     "checkpoint_every": "checkpoint every N steps",
     "keep_checkpoints": "checkpoints to keep",
     "steps_per_call": "training steps fused into one compiled call",
+    "max_nonfinite": "stop after N consecutive non-finite steps (each is skipped)",
 }
-CHOICES = {"model": "MODELS", "arch": "ARCHS", "likelihood": "LIKELIHOODS", "binarize": "BINARIZE",
-           "lr_schedule": "LR_SCHEDULES"}
+CHOICES = {"model": "MODELS", "arch": "ARCHS", "activation": "ACTIVATIONS", "likelihood": "LIKELIHOODS",
+           "binarize": "BINARIZE", "lr_schedule": "LR_SCHEDULES"}
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -100,7 +106,7 @@ def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None)
     except ConfigError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    except FloatingPointError as e:
+    except TrainingError as e:
         print(f"{prog}: training failed: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ from typing import Any
 
 MODELS = ("vae",)
 ARCHS = ("mlp", "conv")
+ACTIVATIONS = ("relu", "tanh", "gelu", "softplus")
 LIKELIHOODS = ("bernoulli", "gaussian")
 BINARIZE = ("dynamic", "none")
 LR_SCHEDULES = ("constant", "cosine")
@@ -23,7 +24,7 @@ LR_SCHEDULES = ("constant", "cosine")
 # not change the model, the optimizer or the data the checkpoint was trained on.
 RESUMABLE_FIELDS = frozenset(
     {"steps", "epochs", "eval_every", "checkpoint_every", "keep_checkpoints",
-     "data_dir", "manual_dir", "steps_per_call"}
+     "data_dir", "manual_dir", "steps_per_call", "max_nonfinite"}
 )
 
 
@@ -51,6 +52,7 @@ class Config:
       model: model family; arch: encoder/decoder architecture.
       hidden_dims: MLP hidden layer widths (encoder; the decoder mirrors them).
       channels: conv feature widths per stride-2 stage.
+      activation: hidden-layer nonlinearity (Burda et al. 2015 use tanh).
       latent_dim: size of the Gaussian latent z.
       likelihood: ``bernoulli`` or ``gaussian`` (8-bit data, uniformly dequantized).
       gaussian_scale: fixed standard deviation of the Gaussian likelihood on the
@@ -63,7 +65,9 @@ class Config:
     Bookkeeping:
       seed: the one seed all randomness derives from; eval_every,
       checkpoint_every: in steps; keep_checkpoints: how many to keep;
-      steps_per_call: training steps fused into one compiled call (``lax.scan``).
+      steps_per_call: training steps fused into one compiled call (``lax.scan``);
+      max_nonfinite: stop after this many consecutive steps whose loss or gradient
+      was NaN/Inf (each such update is skipped and counted).
     """
 
     dataset: str = "mnist_5k"
@@ -76,6 +80,7 @@ class Config:
     arch: str = "mlp"
     hidden_dims: tuple[int, ...] = (512, 256)
     channels: tuple[int, ...] = (32, 64)
+    activation: str = "relu"
     latent_dim: int = 16
     likelihood: str = "bernoulli"
     gaussian_scale: float | None = None
@@ -93,6 +98,7 @@ class Config:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     steps_per_call: int = 50
+    max_nonfinite: int = 20
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)
@@ -148,11 +154,12 @@ def validate(config: Config) -> Config:
         raise ConfigError("--dataset must be a TFDS dataset name, e.g. mnist_5k, mnist, binarized_mnist")
     _choice("model", c.model, MODELS)
     _choice("arch", c.arch, ARCHS)
+    _choice("activation", c.activation, ACTIVATIONS)
     _choice("likelihood", c.likelihood, LIKELIHOODS)
     _choice("binarize", c.binarize, BINARIZE)
     _choice("lr_schedule", c.lr_schedule, LR_SCHEDULES)
     for name in ("latent_dim", "steps", "batch_size", "eval_every", "checkpoint_every",
-                 "keep_checkpoints", "steps_per_call"):
+                 "keep_checkpoints", "steps_per_call", "max_nonfinite"):
         _positive(name, getattr(c, name))
     _positive("learning_rate", c.learning_rate)
     if c.epochs is not None:

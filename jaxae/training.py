@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -38,6 +39,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxae import checkpoints, data, evaluation, images, sampling
+from jaxae.cli import TrainingError
 from jaxae.config import Config, ConfigError, validate
 from jaxae.models import make_model
 
@@ -52,11 +54,13 @@ NUM_GRID_RECONSTRUCTIONS = 32  # 4 rows of 8 inputs, each above its reconstructi
 
 @flax.struct.dataclass
 class TrainState:
-    """step: int32 scalar; params and opt_state: pytrees of arrays."""
+    """step: int32 scalar; params and opt_state: pytrees of arrays; skipped: int32
+    count of updates skipped because the loss or a gradient was not finite."""
 
     step: jax.Array
     params: Any
     opt_state: Any
+    skipped: jax.Array
 
 
 def make_optimizer(config: Config, total_steps: int) -> optax.GradientTransformation:
@@ -74,7 +78,8 @@ def make_optimizer(config: Config, total_steps: int) -> optax.GradientTransforma
 
 def create_train_state(model, optimizer: optax.GradientTransformation, rng: jax.Array) -> TrainState:
     params = model.init(rng)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+                      skipped=jnp.zeros((), jnp.int32))
 
 
 def global_norm(tree: Any) -> jax.Array:
@@ -88,20 +93,31 @@ def make_train_step(model, optimizer: optax.GradientTransformation, axis_name: s
 
     batch: {"image": uint8 (B, H, W, C), optional "label": int32 (B,)} — under ``pmap``
     the per-device shard. rng: a key shared by all devices. metrics: scalars averaged
-    over the global batch (``nelbo``, ``recon``, ``kl`` in nats per image, ``grad_norm``).
+    over the global batch (``nelbo``, ``recon``, ``kl`` in nats per image, ``grad_norm``,
+    and ``nonfinite``: 1.0 when the loss or a gradient was NaN/Inf, in which case the
+    update is skipped — params and optimizer state stay as they were — and counted in
+    ``state.skipped``).
     """
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
         keys = data.example_keys(rng, batch["image"].shape[0], axis_name=axis_name)
         grad_fn = jax.value_and_grad(model.loss, has_aux=True)
-        (_, metrics), grads = grad_fn(state.params, batch, keys)
+        (loss, metrics), grads = grad_fn(state.params, batch, keys)
         if axis_name is not None:
             grads = jax.lax.pmean(grads, axis_name)
             metrics = jax.lax.pmean(metrics, axis_name)
+            loss = metrics["nelbo"]
+        grad_norm = global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics, grad_norm=global_norm(grads))
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+        new_state = TrainState(step=state.step + 1,
+                               params=jax.tree.map(keep, params, state.params),
+                               opt_state=jax.tree.map(keep, opt_state, state.opt_state),
+                               skipped=state.skipped + (~finite).astype(jnp.int32))
+        metrics = dict(metrics, grad_norm=grad_norm, nonfinite=(~finite).astype(jnp.float32))
+        return new_state, metrics
 
     return train_step
 
@@ -157,6 +173,13 @@ def _chunk_lengths(start: int, total: int, boundaries: tuple[int, ...], max_len:
         step = stop
 
 
+def _nonfinite_streak(streak: int, flags: np.ndarray) -> int:
+    """Consecutive non-finite steps up to the last of ``flags`` (1.0 = skipped), given the streak before."""
+    for flag in flags:
+        streak = streak + 1 if flag else 0
+    return streak
+
+
 def _append_jsonl(path: str, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -181,6 +204,19 @@ def reset_workdir(workdir: str) -> None:
         path = os.path.join(workdir, name)
         if os.path.exists(path):
             os.remove(path)
+
+
+MAX_PARAMS = 1 << 30  # 4 GiB of float32 weights, 16 GiB with Adam's moments and gradients.
+
+
+def check_model_size(model) -> int:
+    """Counts parameters without allocating them; refuses absurd models before they exhaust memory."""
+    shapes = jax.eval_shape(model.init, jax.random.key(0))
+    count = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))
+    if count > MAX_PARAMS:
+        raise ConfigError(f"the model has {count:,} parameters, more than the {MAX_PARAMS:,} allowed; "
+                          "reduce --hidden_dims, --channels or --latent_dim")
+    return count
 
 
 def check_workdir_writable(workdir: str) -> None:
@@ -229,6 +265,7 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
         raise ConfigError(f"--batch_size {config.batch_size} exceeds the {len(train_split)} training images")
     spec = data.input_spec(config, builder, train_split)
     model = make_model(config, spec)
+    check_model_size(model)
     steps_per_epoch = len(train_split) // config.batch_size
     total_steps = config.epochs * steps_per_epoch if config.epochs else config.steps
 
@@ -264,7 +301,7 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
     writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
     train_step = make_train_step(model, optimizer)
     runners: dict[int, Callable] = {}
-    train_seconds, train_images_seen, window = 0.0, 0, []
+    train_seconds, train_images_seen, window, streak = 0.0, 0, [], 0
     last: dict[str, float] = {}
     bar = _progress_bar(total_steps, start, progress)
     step = start
@@ -281,20 +318,27 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
             train_seconds += seconds
             train_images_seen += length * config.batch_size
         step += length
-        window.extend(metrics["nelbo"].tolist())
+        window.extend(metrics["nelbo"][metrics["nonfinite"] == 0].tolist())
         ips = train_images_seen / train_seconds if train_seconds else float("nan")
         if bar is not None:
             bar.update(length)
             bar.set_postfix(nelbo=f"{float(np.mean(metrics['nelbo'])):.2f}", img_s=f"{ips:,.0f}")
         for name, values in metrics.items():
             writer.add_scalar(f"train/{name}", float(np.mean(values)), step)
-        if not np.all(np.isfinite(metrics["nelbo"])):
-            raise FloatingPointError(f"non-finite training loss at step {step}; lower --learning_rate "
-                                     "or set --grad_clip")
+        streak = _nonfinite_streak(streak, metrics["nonfinite"])
+        if streak >= config.max_nonfinite:
+            checkpointer.wait()
+            good = checkpointer.latest_step()
+            raise TrainingError(
+                f"the loss or gradients were non-finite for {streak} consecutive steps (up to step {step}); "
+                f"stopped (--max_nonfinite {config.max_nonfinite}); last good checkpoint: "
+                f"{'none' if good is None else os.path.join(checkpointer.directory, str(good))}; "
+                "lower --learning_rate or set --grad_clip")
         if step % config.eval_every == 0 or step == total_steps:
             test = evaluation.evaluate(model, state.params, test_images, data.eval_key())
             last = {"step": step, "epoch": step / steps_per_epoch,
-                    "train_nelbo": float(np.mean(window)),
+                    "train_nelbo": float(np.mean(window)) if window else float("nan"),
+                    "skipped_updates": int(state.skipped),
                     **{f"test_{k}": v for k, v in test.items()},
                     "train_images_per_sec": ips}
             window = []

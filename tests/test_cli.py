@@ -106,6 +106,7 @@ BAD_TRAIN = [
     (["--batch_size", "100000"], "--batch_size 100000 is absurdly large"),
     (["--eval_split", "validation"], "split 'validation' is not in 'mnist_5k'"),
     (["--likelihood", "gaussian"], "use it with --binarize none"),
+    (["--hidden_dims", "2000000,2000000"], "parameters, more than the"),
     (["--manual_dir", "/no/such/dir"], "--manual_dir '/no/such/dir' is not a directory"),
 ]
 
@@ -166,3 +167,52 @@ def test_train_on_4_devices_matches_1_device(tfds_dir, tmp_path):
     one, four = (_metrics(str(tmp_path / f"w{n}"))[-1] for n in (1, 4))
     assert one["test_nelbo"] < 300
     np.testing.assert_allclose(four["test_nelbo"], one["test_nelbo"], rtol=1e-4)
+
+
+def test_kill_9_then_resume_equals_an_uninterrupted_run(tfds_dir, tmp_path):
+    """SIGKILL at a random moment (possibly mid-checkpoint), resume, compare params bitwise."""
+    import random
+    import signal
+    import time
+
+    import jax
+
+    from jaxae.checkpoints import load_model
+
+    flags = ["--data_dir", tfds_dir, "--steps", 300, "--checkpoint_every", 10, "--eval_every", 150,
+             "--steps_per_call", 5, "--hidden_dims", 64, "--latent_dim", 8, "--no_progress"]
+    straight = run("train.py", "--workdir", tmp_path / "straight", *flags)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    workdir = tmp_path / "killed"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), "--workdir", str(workdir),
+                             *map(str, flags)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:  # Wait until training has started.
+        if (workdir / "checkpoints" / "20").exists():
+            break
+        time.sleep(0.05)
+    time.sleep(random.Random(0).uniform(0.0, 0.5))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = sorted(int(p) for p in os.listdir(workdir / "checkpoints") if p.isdigit())
+    assert killed_at and killed_at[-1] < 300, f"the run finished before the kill: {killed_at}"
+
+    resumed = run("train.py", "--workdir", workdir, *flags)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    _, a, step_a = load_model(str(tmp_path / "straight"))
+    _, b, step_b = load_model(str(workdir))
+    assert step_a == step_b == 300
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    steps = [m["step"] for m in _metrics(str(workdir))]
+    assert steps == sorted(set(steps)) and steps[-1] == 300
+
+
+def test_unwritable_workdir_is_refused(tmp_path, tfds_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = run("train.py", "--workdir", blocker / "run", "--data_dir", tfds_dir)
+    assert result.returncode == 2
+    assert "cannot be created or written" in result.stderr and "Traceback" not in result.stderr

@@ -127,3 +127,51 @@ def test_resume_gives_identical_params_and_runs_are_deterministic(tfds_dir, tmp_
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
     assert straight["test_nelbo"] == resumed["test_nelbo"] == again["test_nelbo"]
+
+
+def test_nonfinite_gradient_skips_the_update_and_is_counted(mnist5k):
+    model, optimizer, state = _setup()
+    step = jax.jit(training.make_train_step(model, optimizer))
+    batch = _batches(mnist5k, 1)[0]
+    good, metrics = step(state, batch, jax.random.key(0))
+    assert float(metrics["nonfinite"]) == 0.0 and int(good.skipped) == 0
+    poisoned = state.replace(params=jax.tree.map(lambda p: p.at[(0,) * p.ndim].set(jnp.nan), state.params))
+    after, metrics = step(poisoned, batch, jax.random.key(0))
+    assert float(metrics["nonfinite"]) == 1.0
+    assert int(after.step) == 1 and int(after.skipped) == 1
+    for a, b in zip(jax.tree.leaves((after.params, after.opt_state)),
+                    jax.tree.leaves((poisoned.params, poisoned.opt_state))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_nonfinite_streak():
+    assert training._nonfinite_streak(0, np.array([0, 1, 1])) == 2
+    assert training._nonfinite_streak(2, np.array([1, 0])) == 0
+    assert training._nonfinite_streak(3, np.array([1, 1])) == 5
+
+
+@pytest.mark.slow
+def test_persistent_nan_stops_training_with_the_last_good_checkpoint_intact(tfds_dir, tmp_path, monkeypatch):
+    from jaxae.checkpoints import load_model
+    from jaxae.cli import TrainingError
+    from jaxae.models.vae import VAE
+
+    config = Config(data_dir=tfds_dir, steps=40, eval_every=20, checkpoint_every=20, hidden_dims=(32,),
+                    latent_dim=4, steps_per_call=10, batch_size=64, max_nonfinite=15)
+    training.train_and_evaluate(config, str(tmp_path), progress=False)
+    _, good_params, _ = load_model(str(tmp_path))
+
+    original = VAE.loss
+
+    def nan_loss(self, params, batch, keys):
+        loss, metrics = original(self, params, batch, keys)
+        return loss * jnp.nan, metrics
+
+    monkeypatch.setattr(VAE, "loss", nan_loss)
+    with pytest.raises(TrainingError, match=r"non-finite for 20 consecutive steps .*checkpoints/40"):
+        training.train_and_evaluate(config.replace(steps=200), str(tmp_path), progress=False)
+    monkeypatch.undo()
+    _, params, step = load_model(str(tmp_path))
+    assert step == 40
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(good_params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

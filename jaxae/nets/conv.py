@@ -14,19 +14,21 @@ DENSE_WIDTH = 256
 class ConvEncoder(nn.Module):
     """(B, H, W, C) in [0, 1] -> (mean, logvar), each (B, latent_dim).
 
-    Each stage: 3x3 conv stride 1 then 4x4 conv stride 2 (ReLU), halving H and W.
+    Each stage: 3x3 conv stride 1 then 4x4 conv stride 2 (activation), halving H and W.
     """
 
     channels: Sequence[int]
     latent_dim: int
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        act = getattr(nn, self.activation)
         h = 2.0 * x - 1.0
         for width in self.channels:
-            h = nn.relu(nn.Conv(width, (3, 3))(h))
-            h = nn.relu(nn.Conv(width, (4, 4), strides=(2, 2))(h))
-        h = nn.relu(nn.Dense(DENSE_WIDTH)(h.reshape(h.shape[0], -1)))
+            h = act(nn.Conv(width, (3, 3))(h))
+            h = act(nn.Conv(width, (4, 4), strides=(2, 2))(h))
+        h = act(nn.Dense(DENSE_WIDTH)(h.reshape(h.shape[0], -1)))
         mean, logvar = jnp.split(nn.Dense(2 * self.latent_dim)(h), 2, axis=-1)
         return mean, logvar
 
@@ -36,15 +38,17 @@ class ConvDecoder(nn.Module):
 
     channels: Sequence[int]
     out_shape: tuple[int, int, int]
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
+        act = getattr(nn, self.activation)
         stride = 2 ** len(self.channels)
         height, width = self.out_shape[0] // stride, self.out_shape[1] // stride
-        h = nn.relu(nn.Dense(DENSE_WIDTH)(z))
-        h = nn.relu(nn.Dense(height * width * self.channels[0])(h))
+        h = act(nn.Dense(DENSE_WIDTH)(z))
+        h = act(nn.Dense(height * width * self.channels[0])(h))
         h = h.reshape(z.shape[0], height, width, self.channels[0])
         for width_out in self.channels:
-            h = nn.relu(nn.ConvTranspose(width_out, (4, 4), strides=(2, 2))(h))
-            h = nn.relu(nn.Conv(width_out, (3, 3))(h))
+            h = act(nn.ConvTranspose(width_out, (4, 4), strides=(2, 2))(h))
+            h = act(nn.Conv(width_out, (3, 3))(h))
         return nn.Conv(self.out_shape[2], (3, 3))(h)

@@ -15,12 +15,14 @@ class MLPEncoder(nn.Module):
 
     hidden_dims: Sequence[int]
     latent_dim: int
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        act = getattr(nn, self.activation)
         h = x.reshape(x.shape[0], -1)
         for width in self.hidden_dims:
-            h = nn.relu(nn.Dense(width)(h))
+            h = act(nn.Dense(width)(h))
         stats = nn.Dense(2 * self.latent_dim)(h)
         mean, logvar = jnp.split(stats, 2, axis=-1)
         return mean, logvar
@@ -31,11 +33,13 @@ class MLPDecoder(nn.Module):
 
     hidden_dims: Sequence[int]
     out_shape: tuple[int, int, int]
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
+        act = getattr(nn, self.activation)
         h = z
         for width in self.hidden_dims:
-            h = nn.relu(nn.Dense(width)(h))
+            h = act(nn.Dense(width)(h))
         out = nn.Dense(math.prod(self.out_shape))(h)
         return out.reshape(z.shape[0], *self.out_shape)
