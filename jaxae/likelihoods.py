@@ -30,8 +30,8 @@ class Bernoulli:
     params_per_channel: int = 1
 
     def log_prob(self, out: jax.Array, x: jax.Array) -> jax.Array:
-        """out, x: (B, H, W, C) logits and targets in [0, 1] -> (B,) nats."""
-        return -jnp.sum(optax.sigmoid_binary_cross_entropy(out, x), axis=(1, 2, 3))
+        """out, x: (..., H, W, C) logits and targets in [0, 1] (broadcastable) -> (...) nats."""
+        return -jnp.sum(optax.sigmoid_binary_cross_entropy(out, x), axis=(-3, -2, -1))
 
     def mean(self, out: jax.Array) -> jax.Array:
         """(B, H, W, C) logits -> (B, H, W, C) probabilities in [0, 1]."""
@@ -59,11 +59,11 @@ class Gaussian:
         return mean, jnp.clip(raw, -7.0, 2.0)
 
     def log_prob(self, out: jax.Array, x: jax.Array) -> jax.Array:
-        """out: (B, H, W, C*k); x: (B, H, W, C) dequantized in [0, 1] -> (B,) nats of the 8-bit image."""
+        """out: (..., H, W, C*k); x: (..., H, W, C) dequantized in [0, 1] -> (...) nats of the 8-bit image."""
         mean, log_scale = self._mean_logscale(out)
         density = -0.5 * (math.log(2 * math.pi) + 2 * log_scale + jnp.square((x - mean) * jnp.exp(-log_scale)))
-        num_dims = math.prod(x.shape[1:])
-        return jnp.sum(density, axis=(1, 2, 3)) - num_dims * math.log(256.0)
+        num_dims = math.prod(x.shape[-3:])
+        return jnp.sum(density, axis=(-3, -2, -1)) - num_dims * math.log(256.0)
 
     def mean(self, out: jax.Array) -> jax.Array:
         return jnp.clip(self._mean_logscale(out)[0], 0.0, 1.0)

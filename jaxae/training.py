@@ -348,7 +348,7 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
             writer.add_scalar("train/images_per_sec", ips, step)
             write_images(model, state.params, test_images, sample_key, workdir, writer, step)
             message = (f"step {step}/{total_steps}: train nelbo {last['train_nelbo']:.2f}, "
-                       f"test nelbo {test['nelbo']:.2f} nats ({test['bpd']:.4f} bits/dim), "
+                       f"{config.eval_split} nelbo {test['nelbo']:.2f} nats ({test['bpd']:.4f} bits/dim), "
                        f"recon {test['recon']:.2f}, kl {test['kl']:.2f}, {ips:,.0f} images/s")
             (bar.write if bar is not None else print)(message)
         if step % config.checkpoint_every == 0 or step == total_steps:

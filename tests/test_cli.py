@@ -216,3 +216,31 @@ def test_unwritable_workdir_is_refused(tmp_path, tfds_dir):
     result = run("train.py", "--workdir", blocker / "run", "--data_dir", tfds_dir)
     assert result.returncode == 2
     assert "cannot be created or written" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_evaluate_writes_literature_numbers(trained, tfds_dir):
+    workdir, _ = trained
+    result = run("evaluate.py", "--workdir", workdir, "--iwae_samples", 100, "--chunk", 50, "--num_images", 60,
+                 "--batch_size", 20, "--data_dir", tfds_dir, "--no_progress")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(workdir, "eval_test.json")) as f:
+        report = json.load(f)
+    assert report["num_images"] == 60 and report["iwae_samples"] == 100 and report["step"] == 600
+    assert report["nll_iwae"] < report["nelbo"] < 200
+    assert report["bpd_iwae"] == pytest.approx(report["nll_iwae"] / (784 * np.log(2)))
+    assert 0 < report["active_units"] <= 16 and len(report["kl_per_dim"]) == 16
+    assert report["iwae_flops_per_image"] > 100 * 1e5 and report["images_per_sec"] > 0
+    assert "nll_iwae(k=100)" in result.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--iwae_samples", "-1"], "--iwae_samples must be >= 0"),
+    (["--batch_size", "0"], "--batch_size must be > 0"),
+    (["--split", "validation"], "split 'validation' is not in 'mnist_5k'"),
+])
+def test_bad_evaluate_input(trained, tfds_dir, args, message):
+    workdir, _ = trained
+    result = run("evaluate.py", "--workdir", workdir, "--data_dir", tfds_dir, *args)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr

@@ -86,6 +86,31 @@ class VAE:
         metrics = {name: jnp.mean(value) for name, value in terms.items()}
         return metrics["nelbo"], metrics
 
+    def log_importance_weights(self, params: Params, x: jax.Array, keys: jax.Array, num_samples: int,
+                               start: jax.Array | int = 0) -> jax.Array:
+        """log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x) for z_s ~ q(z|x), s = start .. start+num_samples-1.
+
+        x: float model input (B, H, W, C); keys: (B,) -> (B, num_samples) in nats. Sample s
+        of an example uses the key fold_in(key, s), so drawing k samples in chunks gives
+        the same samples whatever the chunk size. log mean_s exp(log w_s) is the IWAE
+        bound on log p(x) (Burda et al. 2015).
+        """
+        mean, logvar = self.net.apply({"params": params}, x, method=VAENet.encode)
+        index = start + jnp.arange(num_samples)
+        draw = lambda key: jax.random.normal(jax.random.fold_in(key, 0), (self.latent_dim,))  # noqa: E731
+        eps = jax.vmap(lambda k: jax.vmap(lambda i: draw(jax.random.fold_in(k, i)))(index))(keys)
+        z = mean[:, None] + jnp.exp(0.5 * logvar)[:, None] * eps                    # (B, S, D)
+        out = self.net.apply({"params": params}, z.reshape(-1, self.latent_dim), method=VAENet.decode)
+        out = out.reshape(*z.shape[:2], *out.shape[1:])                              # (B, S, H, W, C*k)
+        log_px_z = self.likelihood.log_prob(out, x[:, None])
+        log_pz = dist.standard_normal_log_prob(z)
+        log_qz = dist.diag_gaussian_log_prob(z, mean[:, None], logvar[:, None])
+        return log_px_z + log_pz - log_qz
+
+    def posterior(self, params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Float model input (B, H, W, C) -> q(z|x) mean and logvar, each (B, latent_dim)."""
+        return self.net.apply({"params": params}, x, method=VAENet.encode)
+
     def decode_mean(self, params: Params, z: jax.Array) -> jax.Array:
         """Latents (B, latent_dim) -> mean images (B, H, W, C) in [0, 1]."""
         return self.likelihood.mean(self.net.apply({"params": params}, z, method=VAENet.decode))
@@ -94,7 +119,7 @@ class VAE:
         """uint8 images -> posterior (mean, logvar), each (B, latent_dim). Binary inputs
         use the pixel probabilities (no random binarization)."""
         x = images.astype(jnp.float32) / (1.0 if self.spec.mode == "binary" else 255.0)
-        return self.net.apply({"params": params}, x, method=VAENet.encode)
+        return self.posterior(params, x)
 
     def reconstruct(self, params: Params, images: jax.Array) -> jax.Array:
         """uint8 images -> mean reconstructions in [0, 1] decoded from the posterior mean."""

@@ -1,0 +1,89 @@
+"""Evaluate a trained model on a split: NELBO, IWAE bound, bits/dim, reconstruction, active units.
+
+    python evaluate.py --workdir runs/default --split test --iwae_samples 5000
+
+Writes DIR/eval_<split>.json. See jaxae/evaluation.py for how each number is computed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from jaxae import cli
+from jaxae.config import ConfigError
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=cli.argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", required=True, help="a train.py work directory")
+    parser.add_argument("--split", default="test", help="TFDS split to evaluate (default: test)")
+    parser.add_argument("--iwae_samples", type=int, default=5000,
+                        help="k of the IWAE bound (default: 5000, as Burda et al.; 0 skips it)")
+    parser.add_argument("--batch_size", type=int, default=100, help="images per batch (default: 100)")
+    parser.add_argument("--chunk", type=int, default=500,
+                        help="importance samples per compiled pass; bounds memory, not the result (default: 500)")
+    parser.add_argument("--num_images", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--data_dir", default=None, help="override the run's TFDS data dir")
+    parser.add_argument("--manual_dir", default=None, help="override the run's TFDS manual dir")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    parser.add_argument("--measure_peak", action="store_true",
+                        help="also time a float32 matmul to report the fraction of the machine's peak")
+    args = parser.parse_args(argv)
+    for name in ("batch_size", "chunk"):
+        if getattr(args, name) <= 0:
+            raise ConfigError(f"--{name} must be > 0, got {getattr(args, name)}")
+    if args.iwae_samples < 0:
+        raise ConfigError(f"--iwae_samples must be >= 0, got {args.iwae_samples}")
+    if args.num_images is not None and args.num_images <= 0:
+        raise ConfigError(f"--num_images must be > 0, got {args.num_images}")
+    cli.quiet_libraries()
+
+    import jax
+
+    from jaxae import checkpoints, data, evaluation
+
+    config = checkpoints.load_run_config(args.workdir)
+    overrides = {k: getattr(args, k) for k in ("data_dir", "manual_dir") if getattr(args, k) is not None}
+    config = config.replace(**overrides)
+    model, params, step = checkpoints.load_model(args.workdir)
+    builder = data.prepared_builder(config)
+    split = data.load_split(builder, args.split)
+    images = split.images[:args.num_images]
+    if args.batch_size % jax.local_device_count():
+        raise ConfigError(f"--batch_size {args.batch_size} must be divisible by the "
+                          f"{jax.local_device_count()} local devices")
+    print(f"jaxae: evaluating step {step} of {args.workdir} on {len(images)} {config.dataset}/{args.split} "
+          f"images with IWAE k={args.iwae_samples} on {jax.local_device_count()} {jax.default_backend()} device(s)")
+    result = evaluation.evaluate_full(model, params, images, data.eval_key(), iwae_samples=args.iwae_samples,
+                                      batch_size=args.batch_size, chunk=args.chunk, progress=not args.no_progress)
+    result.update(step=step, split=args.split, dataset=config.dataset, input_mode=model.spec.mode,
+                  backend=jax.default_backend(), devices=jax.local_device_count())
+    if args.measure_peak and args.iwae_samples:
+        from jaxae.perf import matmul_peak_flops
+
+        result["matmul_peak_flops_per_sec"] = matmul_peak_flops()
+        result["fraction_of_peak"] = result["achieved_flops_per_sec"] / result["matmul_peak_flops_per_sec"]
+    path = os.path.join(args.workdir, f"eval_{args.split}.json")
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, path)
+    summary = (f"nelbo {result['nelbo']:.2f} nats ({result['bpd']:.4f} bits/dim)"
+               + (f", nll_iwae(k={args.iwae_samples}) {result['nll_iwae']:.2f} nats ({result['bpd_iwae']:.4f} "
+                  "bits/dim)" if args.iwae_samples else "")
+               + f", recon {result['recon']:.2f}, kl {result['kl']:.2f}, mse {result['mse']:.2f}, "
+               f"active units {result['active_units']}/{len(result['kl_per_dim'])}, "
+               f"{result['images_per_sec']:.1f} images/s")
+    if "achieved_flops_per_sec" in result:
+        summary += f", {result['achieved_flops_per_sec'] / 1e9:.1f} GFLOP/s"
+    if "fraction_of_peak" in result:
+        summary += (f" = {100 * result['fraction_of_peak']:.0f}% of the measured float32 matmul peak "
+                    f"({result['matmul_peak_flops_per_sec'] / 1e9:.0f} GFLOP/s)")
+    print(summary)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

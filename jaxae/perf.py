@@ -1,0 +1,44 @@
+"""Measuring speed against the hardware: FLOPs of a compiled function, the machine's
+measured matmul peak, and steady-state timing."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def flops_of(fn: Callable, *args, static_argnums: tuple[int, ...] = ()) -> float:
+    """FLOPs XLA counts for one call of ``fn(*args)`` (0.0 if the backend does not say).
+
+    XLA counts a loop body once, whatever its trip count: measure loop-free functions.
+    """
+    compiled = jax.jit(fn, static_argnums=static_argnums).lower(*args).compile()
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    return float((cost or {}).get("flops", 0.0))
+
+
+def time_steady(fn: Callable[[], object], min_seconds: float = 1.0, warmup: int = 1) -> float:
+    """Median-free steady-state seconds per call of ``fn`` (after ``warmup`` calls), blocking on results."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn())
+    calls, began = 0, time.perf_counter()
+    while True:
+        jax.block_until_ready(fn())
+        calls += 1
+        elapsed = time.perf_counter() - began
+        if elapsed >= min_seconds:
+            return elapsed / calls
+
+
+def matmul_peak_flops(size: int = 2048, dtype=jnp.float32, min_seconds: float = 1.0) -> float:
+    """The machine's achievable FLOP/s: the best of a few timed (size x size) @ (size x size) matmuls."""
+    a = jax.random.normal(jax.random.key(0), (size, size), dtype)
+    b = jax.random.normal(jax.random.key(1), (size, size), dtype)
+    matmul = jax.jit(lambda x, y: x @ y)
+    best = min(time_steady(lambda: matmul(a, b), min_seconds / 3) for _ in range(3))
+    return 2.0 * size**3 / best
