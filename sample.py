@@ -1,6 +1,10 @@
-"""Decode Gaussian latents of a trained model into an image grid.
+"""Draw images from a trained model: prior samples, class-conditional samples,
+reconstructions, interpolations, latent traversals and denoising.
 
     python sample.py --workdir runs/default --num_samples 64 --output samples.png
+    python sample.py --workdir runs/cvae --label 7 --output sevens.png
+    python sample.py --workdir runs/ae --prior fitted --output samples.png
+    python sample.py --workdir runs/default --interpolate 0 1 --output lerp.png
 """
 
 from __future__ import annotations
@@ -11,17 +15,10 @@ import sys
 from jaxae import cli
 from jaxae.config import ConfigError
 
+MODES = ("interpolate", "traverse", "reconstruct", "denoise")
 
-def main(argv: list[str] | None = None) -> None:
-    parser = cli.ArgumentParser(description=__doc__, formatter_class=cli.argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", required=True, help="a train.py work directory")
-    parser.add_argument("--num_samples", type=int, default=64, help="images to draw (default: 64)")
-    parser.add_argument("--output", default="samples.png", help="PNG grid to write (default: samples.png)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the latents (default: 0)")
-    parser.add_argument("--temperature", type=float, default=1.0,
-                        help="scale of the N(0, I) latents (default: 1.0)")
-    parser.add_argument("--save_array", default=None, help="also write the images, float32 in [0, 1], as .npy")
-    args = parser.parse_args(argv)
+
+def _check_args(args) -> None:
     if not 0 < args.num_samples <= 100_000:
         raise ConfigError(f"--num_samples must be in 1..100000, got {args.num_samples}")
     if not args.temperature > 0:
@@ -30,29 +27,154 @@ def main(argv: list[str] | None = None) -> None:
         raise ConfigError(f"--output {args.output!r} must end in .png")
     if args.save_array is not None and not args.save_array.endswith(".npy"):
         raise ConfigError(f"--save_array {args.save_array!r} must end in .npy")
+    if sum(getattr(args, m) is not None for m in MODES) > 1:
+        raise ConfigError(f"use at most one of {', '.join('--' + m for m in MODES)}")
+    if args.reconstruct is not None and not 0 < args.reconstruct <= 10_000:
+        raise ConfigError(f"--reconstruct must be in 1..10000, got {args.reconstruct}")
+    if not 2 <= args.frames <= 100:
+        raise ConfigError(f"--frames must be in 2..100, got {args.frames}")
+    if args.denoise is not None and not os.path.isfile(args.denoise):
+        raise ConfigError(f"--denoise {args.denoise!r} is not a file (a PNG image or a .npy array)")
     for path in filter(None, (args.output, args.save_array)):
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             raise ConfigError(f"cannot write {path!r}: {folder!r} is not a writable directory")
+
+
+def _labels(arg: str | None, model, num: int):
+    """--label -> per-sample labels (or None), validated against the model."""
+    import jax.numpy as jnp
+
+    if arg is None:
+        if not model.conditional:
+            return None, None
+        arg = "all"
+    if not model.conditional:
+        raise ConfigError(f"--label needs a class-conditional model (--model cvae); this one is {model.family}")
+    classes = model.spec.num_classes
+    if arg == "all":
+        per_class = max(1, num // classes)
+        return jnp.repeat(jnp.arange(classes), per_class), per_class
+    if not arg.isdigit() or int(arg) >= classes:
+        raise ConfigError(f"--label {arg!r} is not a class of this model: use 0..{classes - 1} or all")
+    return jnp.full((num,), int(arg)), None
+
+
+def _test_split(workdir: str):
+    from jaxae import checkpoints, data
+
+    config = checkpoints.load_run_config(workdir)
+    return data.load_split(data.prepared_builder(config), config.eval_split)
+
+
+def _read_noisy(path: str, model):
+    """One PNG image, or a .npy array (N, H, W, C) / (H, W, C) in [0, 1] -> uint8 (N, H, W, C)."""
+    import numpy as np
+    from PIL import Image
+
+    shape = model.spec.image_shape
+    if path.endswith(".npy"):
+        array = np.load(path, allow_pickle=False).astype(np.float32)
+    else:
+        with Image.open(path) as im:
+            array = np.asarray(im.convert("L" if shape[2] == 1 else "RGB"), np.float32) / 255.0
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim == 3:
+        array = array[None]
+    if array.shape[1:] != shape:
+        raise ConfigError(f"--denoise image shape {tuple(array.shape[1:])} does not match the model's {shape}")
+    scale = 1.0 if model.spec.mode == "binary" else 255.0
+    return np.round(np.clip(array, 0.0, 1.0) * scale).astype(np.uint8)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=cli.argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", required=True, help="a train.py work directory")
+    parser.add_argument("--num_samples", type=int, default=64, help="images to draw (default: 64)")
+    parser.add_argument("--output", default="samples.png", help="PNG grid to write (default: samples.png)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the latents (default: 0)")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="scale of the prior latents (default: 1.0)")
+    parser.add_argument("--prior", choices=("standard", "fitted"), default=None,
+                        help="standard N(0, I), or the density fitted to the training codes "
+                             "(default: fitted for ae, standard otherwise)")
+    parser.add_argument("--label", default=None,
+                        help="class to draw (cvae): a number, or all for a row per class (default: all)")
+    parser.add_argument("--interpolate", type=int, nargs=2, metavar=("A", "B"), default=None,
+                        help="decode a row of codes between test images A and B")
+    parser.add_argument("--traverse", type=int, metavar="INDEX", default=None,
+                        help="vary each latent dim around test image INDEX's code (a row per dim)")
+    parser.add_argument("--reconstruct", type=int, metavar="N", default=None,
+                        help="reconstruct the first N test images (inputs above outputs)")
+    parser.add_argument("--denoise", metavar="IMAGE_OR_NPY", default=None,
+                        help="reconstruct clean images from a noisy PNG or .npy (N, H, W, C) in [0, 1]")
+    parser.add_argument("--frames", type=int, default=10, help="frames per interpolation/traversal row")
+    parser.add_argument("--save_array", default=None, help="also write the images, float32 in [0, 1], as .npy")
+    args = parser.parse_args(argv)
+    _check_args(args)
     cli.quiet_libraries()
 
     import jax
     import numpy as np
 
-    from jaxae import images, sampling
+    from jaxae import images, priors, sampling
     from jaxae.checkpoints import load_model
 
     model, params, step = load_model(args.workdir)
-    backend = jax.default_backend()
-    print(f"jaxae: sampling {args.num_samples} images from step {step} of {args.workdir} on "
-          f"{jax.device_count()} {backend} device(s) ({jax.devices()[0].device_kind})")
-    samples = np.asarray(sampling.sample_prior(model, params, jax.random.key(args.seed), args.num_samples,
-                                               args.temperature))
-    images.save_png(args.output, samples)
-    print(f"wrote {args.output}")
+    print(f"jaxae: {model.family} from step {step} of {args.workdir} on {jax.device_count()} "
+          f"{jax.default_backend()} device(s) ({jax.devices()[0].device_kind})")
+    num_cols = 8
+    if args.interpolate or args.traverse is not None or args.reconstruct:
+        test = _test_split(args.workdir)
+        labels = test.labels if model.conditional else None
+        count = len(test)
+        picks = args.interpolate or [args.traverse if args.traverse is not None else 0]
+        bad = [i for i in picks if not 0 <= i < count]
+        if bad:
+            raise ConfigError(f"test image index {bad[0]} is out of range 0..{count - 1}")
+        if args.interpolate:
+            idx = np.array(args.interpolate)
+            out = sampling.interpolate(model, params, test.images[idx], None if labels is None else labels[idx],
+                                       args.frames)
+            num_cols = args.frames
+        elif args.traverse is not None:
+            idx = np.array([args.traverse])
+            dims = min(model.latent_dim, 16)
+            out = sampling.traverse(model, params, test.images[idx], None if labels is None else labels[idx],
+                                    dims, args.frames)
+            num_cols = args.frames
+        else:
+            n = min(args.reconstruct, count) // 8 * 8 or min(args.reconstruct, count)
+            num_cols = min(8, n)
+            inputs = test.images[:n]
+            recons = sampling.reconstruct(model, params, inputs, None if labels is None else labels[:n])
+            out = sampling.interleave_rows(model.scaled_input(inputs), recons, num_cols)
+    elif args.denoise is not None:
+        noisy = _read_noisy(args.denoise, model)
+        if model.conditional:
+            raise ConfigError("--denoise is not available for cvae: it needs each image's label")
+        clean = sampling.reconstruct(model, params, noisy)
+        out = sampling.interleave_rows(model.scaled_input(noisy), clean, 1) if len(noisy) == 1 else clean
+        num_cols = 1 if len(noisy) == 1 else 8
+    else:
+        prior_name = args.prior or ("fitted" if model.deterministic else "standard")
+        prior = priors.load(args.workdir) if prior_name == "fitted" else None
+        if prior_name == "fitted" and prior is None:
+            raise ConfigError(f"--prior fitted: {args.workdir!r} holds no {priors.PRIOR_FILE}; retrain with "
+                              "this version of train.py")
+        if model.deterministic and prior is None:
+            raise ConfigError("an ae has no standard prior: use --prior fitted")
+        labels, per_class = _labels(args.label, model, args.num_samples)
+        num = args.num_samples if labels is None else len(labels)
+        out = sampling.sample_prior(model, params, jax.random.key(args.seed), num, args.temperature, labels, prior)
+        num_cols = per_class or 8
+    out = np.asarray(out)
+    images.save_png(args.output, out, num_cols=num_cols)
+    print(f"wrote {args.output} ({len(out)} images)")
     if args.save_array:
-        np.save(args.save_array, samples.astype(np.float32))
-        print(f"wrote {args.save_array} {samples.shape} float32 in [0, 1]")
+        np.save(args.save_array, out.astype(np.float32))
+        print(f"wrote {args.save_array} {out.shape} float32 in [0, 1]")
 
 
 if __name__ == "__main__":

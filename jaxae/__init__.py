@@ -16,7 +16,7 @@ from jaxae.checkpoints import Checkpointer, load_model
 from jaxae.config import Config, ConfigError, validate
 from jaxae.data import InputSpec
 from jaxae.evaluation import bits_per_dim, evaluate
-from jaxae.models import VAE, make_model, negative_elbo
+from jaxae.models import AutoencoderModel, make_model
 from jaxae.sampling import reconstruct, sample_prior
 from jaxae.training import (TrainState, create_train_state, make_optimizer, make_train_step,
                             train_and_evaluate)
@@ -24,7 +24,7 @@ from jaxae.training import (TrainState, create_train_state, make_optimizer, make
 __version__ = "0.1.0"
 
 __all__ = [
-    "Checkpointer", "Config", "ConfigError", "InputSpec", "TrainState", "VAE", "bits_per_dim",
+    "Checkpointer", "Config", "ConfigError", "InputSpec", "TrainState", "AutoencoderModel", "bits_per_dim",
     "create_train_state", "evaluate", "load_model", "make_model", "make_optimizer", "make_train_step",
-    "negative_elbo", "reconstruct", "sample_prior", "train_and_evaluate", "validate",
+    "reconstruct", "sample_prior", "train_and_evaluate", "validate",
 ]

@@ -33,6 +33,14 @@ HELP = {
     "latent_dim": "size of the latent z",
     "likelihood": "pixel likelihood p(x|z)",
     "gaussian_scale": "fixed std of the Gaussian likelihood on [0, 1] pixels (default: learned)",
+    "beta": "KL weight (beta_vae; 1 = VAE)",
+    "kl_warmup_steps": "KL weight rises linearly from 0 over N steps",
+    "free_bits": "nats per latent dim of KL that are free (batch-averaged)",
+    "num_importance_samples": "K of the IWAE objective (iwae)",
+    "code_l2": "L2 penalty on the code (ae)",
+    "input_noise": "corrupt the encoder input only (denoising)",
+    "noise_level": "flip/mask probability or Gaussian std of --input_noise",
+    "latent_mixture": "Gaussian-mixture components fitted to the codes after training (0: one Gaussian)",
     "steps": "training steps",
     "epochs": "training epochs (overrides --steps)",
     "batch_size": "global batch size",
@@ -48,7 +56,7 @@ HELP = {
     "max_nonfinite": "stop after N consecutive non-finite steps (each is skipped)",
 }
 CHOICES = {"model": "MODELS", "arch": "ARCHS", "activation": "ACTIVATIONS", "likelihood": "LIKELIHOODS",
-           "binarize": "BINARIZE", "lr_schedule": "LR_SCHEDULES"}
+           "binarize": "BINARIZE", "lr_schedule": "LR_SCHEDULES", "input_noise": "INPUT_NOISE"}
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -13,7 +13,8 @@ import json
 import os
 from typing import Any
 
-MODELS = ("vae",)
+MODELS = ("vae", "beta_vae", "iwae", "cvae", "ae")
+INPUT_NOISE = ("none", "flip", "gaussian", "mask")
 ARCHS = ("mlp", "conv")
 ACTIVATIONS = ("relu", "tanh", "gelu", "softplus")
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -57,6 +58,18 @@ class Config:
       likelihood: ``bernoulli`` or ``gaussian`` (8-bit data, uniformly dequantized).
       gaussian_scale: fixed standard deviation of the Gaussian likelihood on the
         [0, 1] pixel scale, or None to learn one per pixel.
+    Objective (see jaxae/objectives.py):
+      beta: weight of the KL term (``beta_vae``; 1 is the VAE); kl_warmup_steps: the KL
+      weight rises linearly from 0 to beta over this many steps; free_bits: nats per
+      latent dim below which the batch-averaged KL of that dim is not penalised.
+      num_importance_samples: K of the IWAE objective (``iwae``; K=1 is the VAE).
+      code_l2: weight of the L2 penalty on the code (``ae``).
+      input_noise: corruption of the encoder input only (denoising): ``flip``
+      (Bernoulli pixel flips with probability noise_level), ``gaussian`` (additive,
+      std noise_level, clipped to [0, 1]) or ``mask`` (pixels zeroed with probability
+      noise_level).
+      latent_mixture: components of the Gaussian mixture fitted to the training codes
+      after training (0: one full-covariance Gaussian), for ``sample.py --prior fitted``.
     Optimization:
       steps: number of training steps (``epochs`` overrides it when set).
       batch_size: global batch size; learning_rate: Adam's peak learning rate;
@@ -84,6 +97,15 @@ class Config:
     latent_dim: int = 16
     likelihood: str = "bernoulli"
     gaussian_scale: float | None = None
+
+    beta: float = 1.0
+    kl_warmup_steps: int = 0
+    free_bits: float = 0.0
+    num_importance_samples: int = 1
+    code_l2: float = 0.0
+    input_noise: str = "none"
+    noise_level: float = 0.0
+    latent_mixture: int = 0
 
     steps: int = 6000
     epochs: int | None = None
@@ -158,6 +180,23 @@ def validate(config: Config) -> Config:
     _choice("likelihood", c.likelihood, LIKELIHOODS)
     _choice("binarize", c.binarize, BINARIZE)
     _choice("lr_schedule", c.lr_schedule, LR_SCHEDULES)
+    _choice("input_noise", c.input_noise, INPUT_NOISE)
+    for name in ("beta", "free_bits", "code_l2"):
+        if not getattr(c, name) >= 0:
+            raise ConfigError(f"--{name} must be >= 0, got {getattr(c, name)}")
+    for name in ("kl_warmup_steps", "latent_mixture"):
+        if getattr(c, name) < 0:
+            raise ConfigError(f"--{name} must be >= 0, got {getattr(c, name)}")
+    _positive("num_importance_samples", c.num_importance_samples)
+    if c.num_importance_samples > 1 and c.model != "iwae":
+        raise ConfigError(f"--num_importance_samples {c.num_importance_samples} needs --model iwae")
+    if c.beta != 1.0 and c.model not in ("vae", "beta_vae", "cvae"):
+        raise ConfigError(f"--beta weights the KL of vae, beta_vae and cvae; --model {c.model} does not use it")
+    if c.input_noise != "none" and not 0 < c.noise_level <= (10.0 if c.input_noise == "gaussian" else 1.0):
+        raise ConfigError(f"--noise_level must be in (0, {10 if c.input_noise == 'gaussian' else 1}] "
+                          f"with --input_noise {c.input_noise}, got {c.noise_level}")
+    if c.input_noise == "none" and c.noise_level:
+        raise ConfigError(f"--noise_level {c.noise_level} needs --input_noise flip, gaussian or mask")
     for name in ("latent_dim", "steps", "batch_size", "eval_every", "checkpoint_every",
                  "keep_checkpoints", "steps_per_call", "max_nonfinite"):
         _positive(name, getattr(c, name))

@@ -157,6 +157,28 @@ def to_model_input(images: jax.Array, keys: jax.Array, spec: InputSpec) -> jax.A
     raise ValueError(f"unknown input mode {spec.mode!r}")
 
 
+def corrupt(x: jax.Array, keys: jax.Array, kind: str, level: float) -> jax.Array:
+    """Denoising corruption of model input x (B, H, W, C) in [0, 1], one key per example.
+
+    ``flip``: each pixel becomes 1 - x with probability ``level``; ``gaussian``: x plus
+    N(0, level^2) noise, clipped to [0, 1]; ``mask``: each pixel is zeroed with
+    probability ``level``; ``none``: x unchanged.
+    """
+    if kind == "none":
+        return x
+    shape = x.shape[1:]
+    if kind == "flip":
+        hit = jax.vmap(lambda k: jax.random.bernoulli(k, level, shape))(keys)
+        return jnp.where(hit, 1.0 - x, x)
+    if kind == "gaussian":
+        noise = jax.vmap(lambda k: jax.random.normal(k, shape))(keys)
+        return jnp.clip(x + level * noise, 0.0, 1.0)
+    if kind == "mask":
+        hit = jax.vmap(lambda k: jax.random.bernoulli(k, level, shape))(keys)
+        return jnp.where(hit, 0.0, x)
+    raise ValueError(f"unknown corruption {kind!r}")
+
+
 def example_keys(rng: jax.Array, batch_size: int, offset: jax.Array | int = 0,
                  axis_name: str | None = None) -> jax.Array:
     """One PRNG key per example: fold_in(rng, global index of the example in the batch).

@@ -40,7 +40,7 @@ def _split_keys(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def iwae_log_likelihood(model, params, x: jax.Array, keys: jax.Array, num_samples: int,
-                        chunk: int) -> jax.Array:
+                        chunk: int, cond: jax.Array | None = None) -> jax.Array:
     """IWAE estimate of log p(x) per example: log (1/k) sum_k w_k, with k = num_samples.
 
     x: float model input (B, H, W, C); keys: (B,). The k samples are drawn ``chunk`` at a
@@ -52,7 +52,7 @@ def iwae_log_likelihood(model, params, x: jax.Array, keys: jax.Array, num_sample
 
     def body(carry, j):
         running_max, running_sum = carry
-        log_w = model.log_importance_weights(params, x, keys, chunk, start=j * chunk)
+        log_w = model.log_importance_weights(params, x, keys, chunk, start=j * chunk, cond=cond)
         new_max = jnp.maximum(running_max, jnp.max(log_w, axis=1))
         running_sum = running_sum * jnp.exp(running_max - new_max) + jnp.sum(jnp.exp(log_w - new_max[:, None]), 1)
         return (new_max, running_sum), None
@@ -63,54 +63,61 @@ def iwae_log_likelihood(model, params, x: jax.Array, keys: jax.Array, num_sample
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _eval_batch(model, params, images, mask, rng, offset):
-    keys = example_keys(rng, images.shape[0], offset)
-    terms = model.per_example(params, images, keys)
+def _eval_batch(model, params, batch, mask, rng, offset):
+    keys = example_keys(rng, batch["image"].shape[0], offset)
+    terms = model.per_example(params, batch, keys)
     return {name: jnp.sum(value * mask) for name, value in terms.items()}
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5, 6))
-def _full_eval_batch(model, params, images, rng, offset, num_samples, chunk):
+def _full_eval_batch(model, params, batch, rng, offset, num_samples, chunk):
+    images, labels = batch["image"], batch.get("label")
     keys = example_keys(rng, images.shape[0], offset)
-    terms = model.per_example(params, images, keys)
+    terms = model.per_example(params, batch, keys)
     input_keys, latent_keys = _split_keys(keys)
     x = to_model_input(images, input_keys, model.spec)
-    mean, logvar = model.posterior(params, x)
-    recon_mean = model.decode_mean(params, mean)
-    out = dict(terms,
-               mse=jnp.sum(jnp.square(recon_mean - x), axis=(1, 2, 3)),
-               kl_per_dim=0.5 * (jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar),
-               posterior_mean=mean)
-    if num_samples:
-        out["log_px_iwae"] = iwae_log_likelihood(model, params, x, latent_keys, num_samples, chunk)
+    mean, logvar = model.posterior(params, x, labels)
+    recon_mean = model.decode_mean(params, mean, labels)
+    out = dict(terms, mse=jnp.sum(jnp.square(recon_mean - x), axis=(1, 2, 3)), posterior_mean=mean)
+    if not model.deterministic:
+        out["kl_per_dim"] = 0.5 * (jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar)
+        if num_samples:
+            out["log_px_iwae"] = iwae_log_likelihood(model, params, x, latent_keys, num_samples, chunk,
+                                                     model.condition(labels))
     return out
 
 
-def _padded(images, start: int, batch_size: int):
-    chunk = images[start:start + batch_size]
-    valid = len(chunk)
+def _padded_batch(images, labels, start: int, batch_size: int) -> tuple[dict, int]:
+    """Rows [start, start + batch_size) as a batch dict, zero-padded at the end; and the valid count."""
+    batch = {"image": images[start:start + batch_size]}
+    if labels is not None:
+        batch["label"] = labels[start:start + batch_size]
+    valid = len(batch["image"])
     if valid < batch_size:
-        chunk = jnp.concatenate([chunk, jnp.zeros((batch_size - valid, *chunk.shape[1:]), chunk.dtype)])
-    return chunk, valid
+        batch = {k: jnp.concatenate([v, jnp.zeros((batch_size - valid, *v.shape[1:]), v.dtype)])
+                 for k, v in batch.items()}
+    return batch, valid
 
 
-def evaluate(model, params, images: jax.Array | np.ndarray, rng: jax.Array,
-             batch_size: int = 500) -> dict[str, float]:
+def evaluate(model, params, images: jax.Array | np.ndarray, rng: jax.Array, batch_size: int = 500,
+             labels: jax.Array | np.ndarray | None = None) -> dict[str, float]:
     """Mean per-example metrics of ``model.per_example`` over all ``images`` (uint8 (N, H, W, C)).
 
-    The last batch is padded and masked. Returns nats per image (``nelbo``, ``recon``,
-    ``kl``) and ``bpd`` = nelbo in bits/dim. Used by the training loop (fast, no IWAE).
+    ``labels`` (int (N,)) are needed by conditional models. The last batch is padded and
+    masked. Returns nats per image (``nelbo``, ``recon``, ``kl``; ``loss`` and ``recon``
+    for ``ae``) and ``bpd`` = nelbo in bits/dim. Used by the training loop (fast, no IWAE).
     """
     num = len(images)
     totals: dict[str, float] = {}
     for start in range(0, num, batch_size):
-        chunk, valid = _padded(images, start, batch_size)
+        batch, valid = _padded_batch(images, labels, start, batch_size)
         mask = (jnp.arange(batch_size) < valid).astype(jnp.float32)
-        sums = _eval_batch(model, params, chunk, mask, rng, start)
+        sums = _eval_batch(model, params, batch, mask, rng, start)
         for name, value in sums.items():
             totals[name] = totals.get(name, 0.0) + float(value)
     metrics = {name: value / num for name, value in totals.items()}
-    metrics["bpd"] = bits_per_dim(metrics["nelbo"], model.spec.num_dims)
+    if "nelbo" in metrics:
+        metrics["bpd"] = bits_per_dim(metrics["nelbo"], model.spec.num_dims)
     return metrics
 
 
@@ -118,17 +125,21 @@ def largest_divisor_at_most(n: int, limit: int) -> int:
     return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
 
 
-def evaluate_full(model, params, images: np.ndarray, rng: jax.Array, *, iwae_samples: int = 5000,
-                  batch_size: int = 100, chunk: int = 500, progress: bool = False) -> dict:
+def evaluate_full(model, params, images: np.ndarray, rng: jax.Array, *, labels: np.ndarray | None = None,
+                  iwae_samples: int = 5000, batch_size: int = 100, chunk: int = 500,
+                  progress: bool = False) -> dict:
     """Everything the literature reports for a split of uint8 ``images`` (N, H, W, C).
 
     Returns ``nelbo``, ``recon``, ``kl``, ``nll_iwae`` (k = ``iwae_samples``; skipped when
     0) in nats per image, ``bpd`` and ``bpd_iwae``, ``mse`` (squared error of the
     reconstruction from the posterior mean, per image), ``active_units``,
     ``kl_per_dim`` (list), plus ``num_images``, ``iwae_samples``, ``seconds`` and
-    ``images_per_sec``. Batches are sharded over all local devices.
+    ``images_per_sec``. Batches are sharded over all local devices. For the deterministic
+    ``ae`` only ``loss``, ``recon``, ``mse`` and ``active_units`` apply.
     """
     num = len(images)
+    if model.deterministic:
+        iwae_samples = 0
     chunk = largest_divisor_at_most(iwae_samples, chunk) if iwae_samples else 0
     devices = jax.local_devices()
     sharding = None
@@ -144,7 +155,7 @@ def evaluate_full(model, params, images: np.ndarray, rng: jax.Array, *, iwae_sam
         bar = tqdm(total=num, unit="img", desc=f"evaluating (IWAE k={iwae_samples})", dynamic_ncols=True)
     began = time.perf_counter()
     for start in range(0, num, batch_size):
-        batch, valid = _padded(images, start, batch_size)
+        batch, valid = _padded_batch(images, labels, start, batch_size)
         if sharding is not None:
             batch = jax.device_put(batch, sharding)
         out = jax.device_get(_full_eval_batch(model, params, batch, rng, start, iwae_samples, chunk))
@@ -157,7 +168,8 @@ def evaluate_full(model, params, images: np.ndarray, rng: jax.Array, *, iwae_sam
     if bar is not None:
         bar.close()
     result = {name: (value / num).tolist() for name, value in sums.items()}
-    result["bpd"] = bits_per_dim(result["nelbo"], model.spec.num_dims)
+    if "nelbo" in result:
+        result["bpd"] = bits_per_dim(result["nelbo"], model.spec.num_dims)
     if iwae_samples:
         result["nll_iwae"] = -result.pop("log_px_iwae")
         result["bpd_iwae"] = bits_per_dim(result["nll_iwae"], model.spec.num_dims)
@@ -176,5 +188,6 @@ def iwae_flops_per_image(model, params, image: np.ndarray, iwae_samples: int, ch
 
     x = to_model_input(jnp.asarray(image), jax.random.split(jax.random.key(0), 1), model.spec)
     keys = jax.random.split(jax.random.key(1), 1)
-    per_chunk = flops_of(lambda p, v, k: model.log_importance_weights(p, v, k, chunk), params, x, keys)
+    cond = model.condition(jnp.zeros((1,), jnp.int32)) if model.conditional else None
+    per_chunk = flops_of(lambda p, v, k: model.log_importance_weights(p, v, k, chunk, cond=cond), params, x, keys)
     return per_chunk * iwae_samples / chunk

@@ -7,18 +7,58 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxae import priors
+from jaxae.priors import FittedPrior
+
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
-def sample_prior(model, params, rng: jax.Array, num_samples: int, temperature: float = 1.0) -> jax.Array:
-    """Decodes z ~ N(0, temperature^2 I) into mean images, float32 (num_samples, H, W, C) in [0, 1]."""
-    z = temperature * jax.random.normal(rng, (num_samples, model.latent_dim))
-    return model.decode_mean(params, z)
+def sample_prior(model, params, rng: jax.Array, num_samples: int, temperature: float = 1.0,
+                 labels: jax.Array | None = None, prior: FittedPrior | None = None) -> jax.Array:
+    """Decodes latents into mean images, float32 (num_samples, H, W, C) in [0, 1].
+
+    Latents: z ~ N(0, temperature^2 I), or from a fitted prior (jaxae.priors) with its
+    covariance scaled by temperature^2. ``labels`` (num_samples,) pick the classes of a
+    conditional model.
+    """
+    if prior is None:
+        z = temperature * jax.random.normal(rng, (num_samples, model.latent_dim))
+    else:
+        z = priors.sample(prior, rng, num_samples, temperature)
+    return model.decode_mean(params, z, labels)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def reconstruct(model, params, images: jax.Array) -> jax.Array:
+def reconstruct(model, params, images: jax.Array, labels: jax.Array | None = None) -> jax.Array:
     """uint8 images (B, H, W, C) -> reconstructions (B, H, W, C) in [0, 1]."""
-    return model.reconstruct(params, images)
+    return model.reconstruct(params, images, labels)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def interpolate(model, params, images: jax.Array, labels: jax.Array | None, num_frames: int) -> jax.Array:
+    """Decodes num_frames codes evenly spaced from the posterior mean of images[0] to images[1].
+
+    images: uint8 (2, H, W, C) -> (num_frames, H, W, C); a conditional model uses labels[0].
+    """
+    codes = model.encode(params, images, labels)[0]
+    t = jnp.linspace(0.0, 1.0, num_frames)[:, None]
+    z = (1.0 - t) * codes[0] + t * codes[1]
+    frame_labels = None if labels is None else jnp.full((num_frames,), labels[0])
+    return model.decode_mean(params, z, frame_labels)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def traverse(model, params, image: jax.Array, labels: jax.Array | None, num_dims: int, num_steps: int,
+             radius: float = 3.0) -> jax.Array:
+    """Varies one latent dim at a time around an image's code, from -radius to +radius.
+
+    image: uint8 (1, H, W, C) -> (num_dims * num_steps, H, W, C): row d varies dim d.
+    """
+    code = model.encode(params, image, labels)[0][0]
+    offsets = jnp.linspace(-radius, radius, num_steps)
+    dims = jnp.arange(num_dims)
+    z = code + jnp.eye(model.latent_dim)[dims][:, None, :] * offsets[None, :, None]   # (dims, steps, D)
+    frame_labels = None if labels is None else jnp.full((num_dims * num_steps,), labels[0])
+    return model.decode_mean(params, z.reshape(-1, model.latent_dim), frame_labels)
 
 
 def interleave_rows(inputs: jax.Array, outputs: jax.Array, num_cols: int) -> jax.Array:

@@ -38,7 +38,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxae import checkpoints, data, evaluation, images, sampling
+from jaxae import checkpoints, data, evaluation, images, priors, sampling
 from jaxae.cli import TrainingError
 from jaxae.config import Config, ConfigError, validate
 from jaxae.models import make_model
@@ -93,7 +93,8 @@ def make_train_step(model, optimizer: optax.GradientTransformation, axis_name: s
 
     batch: {"image": uint8 (B, H, W, C), optional "label": int32 (B,)} — under ``pmap``
     the per-device shard. rng: a key shared by all devices. metrics: scalars averaged
-    over the global batch (``nelbo``, ``recon``, ``kl`` in nats per image, ``grad_norm``,
+    over the global batch (``loss``, the family's objective, and its parts such as
+    ``nelbo``, ``recon``, ``kl`` in nats per image; ``grad_norm``,
     and ``nonfinite``: 1.0 when the loss or a gradient was NaN/Inf, in which case the
     update is skipped — params and optimizer state stay as they were — and counted in
     ``state.skipped``).
@@ -102,11 +103,11 @@ def make_train_step(model, optimizer: optax.GradientTransformation, axis_name: s
     def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
         keys = data.example_keys(rng, batch["image"].shape[0], axis_name=axis_name)
         grad_fn = jax.value_and_grad(model.loss, has_aux=True)
-        (loss, metrics), grads = grad_fn(state.params, batch, keys)
+        (loss, metrics), grads = grad_fn(state.params, batch, keys, state.step)
         if axis_name is not None:
             grads = jax.lax.pmean(grads, axis_name)
             metrics = jax.lax.pmean(metrics, axis_name)
-            loss = metrics["nelbo"]
+            loss = metrics["loss"]
         grad_norm = global_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -228,19 +229,45 @@ def check_workdir_writable(workdir: str) -> None:
                           f"({parent!r} is not a writable directory)")
 
 
-def write_images(model, params, test_images: jax.Array, rng: jax.Array, workdir: str, writer=None,
-                 step: int = 0) -> None:
-    """Writes samples.png (decoded N(0, I) latents) and reconstructions.png (inputs above outputs)."""
-    samples = np.asarray(sampling.sample_prior(model, params, rng, NUM_GRID_SAMPLES))
+def encode_all(model, params, images: jax.Array, labels: jax.Array | None, batch_size: int = 1000) -> np.ndarray:
+    """Posterior means (codes) of all images, (N, latent_dim), in batches."""
+    encode = jax.jit(model.encode)
+    return np.concatenate([
+        np.asarray(encode(params, images[i:i + batch_size], None if labels is None else labels[i:i + batch_size])[0])
+        for i in range(0, len(images), batch_size)])
+
+
+def grid_labels(model, num: int) -> jax.Array | None:
+    """Labels for a sample grid of a conditional model: rows of 8 cycling through the classes."""
+    if not model.conditional:
+        return None
+    return (jnp.arange(num) // 8) % model.spec.num_classes
+
+
+def write_images(model, params, test_images: jax.Array, test_labels: jax.Array | None, rng: jax.Array,
+                 workdir: str, prior=None, writer=None, step: int = 0) -> None:
+    """Writes samples.png (decoded prior latents: N(0, I), or the fitted prior for ``ae``) and
+    reconstructions.png (rows of test inputs above their reconstructions)."""
+    samples = np.asarray(sampling.sample_prior(model, params, rng, NUM_GRID_SAMPLES, 1.0,
+                                               grid_labels(model, NUM_GRID_SAMPLES),
+                                               prior if model.deterministic else None))
     inputs = test_images[:NUM_GRID_RECONSTRUCTIONS]
-    recons = sampling.reconstruct(model, params, inputs)
-    scale = 1.0 if model.spec.mode == "binary" else 255.0
-    pairs = np.asarray(sampling.interleave_rows(inputs.astype(jnp.float32) / scale, recons, 8))
+    labels = None if test_labels is None or not model.conditional else test_labels[:NUM_GRID_RECONSTRUCTIONS]
+    recons = sampling.reconstruct(model, params, inputs, labels)
+    pairs = np.asarray(sampling.interleave_rows(model.scaled_input(inputs), recons, 8))
     images.save_png(os.path.join(workdir, SAMPLES_FILE), samples, num_cols=8)
     images.save_png(os.path.join(workdir, RECONSTRUCTIONS_FILE), pairs, num_cols=8)
     if writer is not None:
         writer.add_image("samples", images.image_grid(samples, 8), step, dataformats="HWC")
         writer.add_image("reconstructions", images.image_grid(pairs, 8), step, dataformats="HWC")
+
+
+def _describe(split: str, train: dict, test: dict, ips: float) -> str:
+    if "nelbo" in test:
+        return (f"train loss {train['loss']:.2f}, {split} nelbo {test['nelbo']:.2f} nats "
+                f"({test['bpd']:.4f} bits/dim), recon {test['recon']:.2f}, kl {test['kl']:.2f}, {ips:,.0f} images/s")
+    return f"train loss {train['loss']:.2f}, {split} loss {test['loss']:.2f}, recon {test['recon']:.2f} nats, " \
+           f"{ips:,.0f} images/s"
 
 
 def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
@@ -293,6 +320,7 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
     train_images = jax.device_put(train_split.images, replicated)
     train_labels = None if train_split.labels is None else jax.device_put(train_split.labels, replicated)
     test_images = jax.device_put(test_split.images, replicated)
+    test_labels = None if test_split.labels is None else jax.device_put(test_split.labels, replicated)
     epoch = start // steps_per_epoch
     perm = jax.device_put(data.epoch_permutation(data_key, epoch, len(train_split)), replicated)
 
@@ -301,7 +329,8 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
     writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
     train_step = make_train_step(model, optimizer)
     runners: dict[int, Callable] = {}
-    train_seconds, train_images_seen, window, streak = 0.0, 0, [], 0
+    train_seconds, train_images_seen, streak = 0.0, 0, 0
+    window: dict[str, list[float]] = {}
     last: dict[str, float] = {}
     bar = _progress_bar(total_steps, start, progress)
     step = start
@@ -318,11 +347,14 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
             train_seconds += seconds
             train_images_seen += length * config.batch_size
         step += length
-        window.extend(metrics["nelbo"][metrics["nonfinite"] == 0].tolist())
+        finite = metrics["nonfinite"] == 0
+        for name, values in metrics.items():
+            if name not in ("nonfinite", "grad_norm", "kl_weight"):
+                window.setdefault(name, []).extend(values[finite].tolist())
         ips = train_images_seen / train_seconds if train_seconds else float("nan")
         if bar is not None:
             bar.update(length)
-            bar.set_postfix(nelbo=f"{float(np.mean(metrics['nelbo'])):.2f}", img_s=f"{ips:,.0f}")
+            bar.set_postfix(loss=f"{float(np.mean(metrics['loss'])):.2f}", img_s=f"{ips:,.0f}")
         for name, values in metrics.items():
             writer.add_scalar(f"train/{name}", float(np.mean(values)), step)
         streak = _nonfinite_streak(streak, metrics["nonfinite"])
@@ -335,21 +367,24 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
                 f"{'none' if good is None else os.path.join(checkpointer.directory, str(good))}; "
                 "lower --learning_rate or set --grad_clip")
         if step % config.eval_every == 0 or step == total_steps:
-            test = evaluation.evaluate(model, state.params, test_images, data.eval_key())
+            test = evaluation.evaluate(model, state.params, test_images, data.eval_key(), labels=test_labels)
+            train = {name: float(np.mean(values)) if values else float("nan") for name, values in window.items()}
             last = {"step": step, "epoch": step / steps_per_epoch,
-                    "train_nelbo": float(np.mean(window)) if window else float("nan"),
+                    **{f"train_{k}": v for k, v in train.items()},
                     "skipped_updates": int(state.skipped),
                     **{f"test_{k}": v for k, v in test.items()},
                     "train_images_per_sec": ips}
-            window = []
+            window = {}
             _append_jsonl(os.path.join(workdir, METRICS_FILE), last)
             for name, value in test.items():
                 writer.add_scalar(f"test/{name}", value, step)
-            writer.add_scalar("train/images_per_sec", ips, step)
-            write_images(model, state.params, test_images, sample_key, workdir, writer, step)
-            message = (f"step {step}/{total_steps}: train nelbo {last['train_nelbo']:.2f}, "
-                       f"{config.eval_split} nelbo {test['nelbo']:.2f} nats ({test['bpd']:.4f} bits/dim), "
-                       f"recon {test['recon']:.2f}, kl {test['kl']:.2f}, {ips:,.0f} images/s")
+            if np.isfinite(ips):
+                writer.add_scalar("train/images_per_sec", ips, step)
+            fitted = priors.fit(encode_all(model, state.params, train_images, train_labels if model.conditional
+                                           else None), config.latent_mixture, config.seed)
+            priors.save(workdir, fitted)
+            write_images(model, state.params, test_images, test_labels, sample_key, workdir, fitted, writer, step)
+            message = f"step {step}/{total_steps}: " + _describe(config.eval_split, train, test, ips)
             (bar.write if bar is not None else print)(message)
         if step % config.checkpoint_every == 0 or step == total_steps:
             checkpointer.save(step, state)
@@ -359,7 +394,7 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
     if bar is not None:
         bar.close()
     if not last:  # Nothing left to train: evaluate the restored state.
-        test = evaluation.evaluate(model, state.params, test_images, data.eval_key())
+        test = evaluation.evaluate(model, state.params, test_images, data.eval_key(), labels=test_labels)
         last = {"step": step, **{f"test_{k}": v for k, v in test.items()}}
     return last
 

@@ -77,7 +77,7 @@ def test_sample_round_trip(trained, tmp_path):
     assert images.shape == (12, 28, 28, 1) and images.dtype == np.float32
     assert 0.0 <= images.min() and images.max() <= 1.0 and images.std() > 0.05
     with Image.open(out) as im:
-        assert im.size == (2 * (4 * 30 + 2), 2 * (3 * 30 + 2))
+        assert im.size == (2 * (8 * 30 + 2), 2 * (2 * 30 + 2))  # 8 columns, 2 rows
     again = tmp_path / "t.npy"
     run("sample.py", "--workdir", workdir, "--num_samples", 12, "--output", tmp_path / "t.png",
         "--save_array", again, "--seed", 3, "--temperature", 0.8)

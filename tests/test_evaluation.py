@@ -9,8 +9,9 @@ from jaxae import evaluation
 from jaxae.config import Config
 from jaxae.data import InputSpec
 from jaxae.likelihoods import Gaussian
-from jaxae.models import VAE, VAENet, make_model
+from jaxae.models import AutoencoderModel, AutoencoderNet, make_model
 from jaxae.nets import MLPDecoder, MLPEncoder
+from jaxae.objectives import ObjectiveSettings
 
 SIGMA = 0.5
 
@@ -23,8 +24,10 @@ def _linear_gaussian():
     correlation: a good but inexact q, so the IWAE gap is small, positive and shrinks with k.
     """
     spec = InputSpec(image_shape=(2, 2, 1), num_classes=0, mode="dequantize")
-    model = VAE(net=VAENet(encoder=MLPEncoder((), 2), decoder=MLPDecoder((), (2, 2, 1))),
-                likelihood=Gaussian(scale=SIGMA), spec=spec, latent_dim=2)
+    model = AutoencoderModel(family="vae", net=AutoencoderNet(encoder=MLPEncoder((), 2),
+                                                              decoder=MLPDecoder((), (2, 2, 1))),
+                             likelihood=Gaussian(scale=SIGMA), spec=spec, latent_dim=2,
+                             settings=ObjectiveSettings.from_config(Config()))
     w = jnp.array([[1.0, -0.5, 0.3, 0.8], [0.2, 0.9, -1.0, 0.4]])
     b = jnp.array([0.1, -0.2, 0.3, 0.0])
     post_cov = jnp.linalg.inv(jnp.eye(2) + w @ w.T / SIGMA**2)

@@ -25,7 +25,7 @@ def test_shapes(arch, shape, likelihood):
     params = model.init(jax.random.key(0))
     images = jnp.zeros((5, *shape), jnp.uint8)
     keys = jax.random.split(jax.random.key(1), 5)
-    terms = model.per_example(params, images, keys)
+    terms = model.per_example(params, {"image": images}, keys)
     assert {k: v.shape for k, v in terms.items()} == {"nelbo": (5,), "recon": (5,), "kl": (5,)}
     mean, logvar = model.encode(params, images)
     assert mean.shape == logvar.shape == (5, 7)
@@ -42,7 +42,7 @@ def test_negative_elbo_by_hand():
     last = params["encoder"]["Dense_1"]
     params["encoder"]["Dense_1"] = dict(last, bias=jnp.asarray(np.concatenate([m, v]), jnp.float32))
     images = jnp.ones((3, 28, 28, 1), jnp.uint8)
-    terms = model.per_example(params, images, jax.random.split(jax.random.key(2), 3))
+    terms = model.per_example(params, {"image": images}, jax.random.split(jax.random.key(2), 3))
     recon = 784 * math.log(2.0)  # Every pixel has probability 1/2 whatever z is.
     kl = 0.5 * float(np.sum(np.exp(v) + m * m - 1.0 - v))
     np.testing.assert_allclose(terms["recon"], recon, rtol=1e-6)

@@ -154,20 +154,20 @@ def test_nonfinite_streak():
 def test_persistent_nan_stops_training_with_the_last_good_checkpoint_intact(tfds_dir, tmp_path, monkeypatch):
     from jaxae.checkpoints import load_model
     from jaxae.cli import TrainingError
-    from jaxae.models.vae import VAE
+    from jaxae.models import AutoencoderModel
 
     config = Config(data_dir=tfds_dir, steps=40, eval_every=20, checkpoint_every=20, hidden_dims=(32,),
                     latent_dim=4, steps_per_call=10, batch_size=64, max_nonfinite=15)
     training.train_and_evaluate(config, str(tmp_path), progress=False)
     _, good_params, _ = load_model(str(tmp_path))
 
-    original = VAE.loss
+    original = AutoencoderModel.loss
 
-    def nan_loss(self, params, batch, keys):
-        loss, metrics = original(self, params, batch, keys)
+    def nan_loss(self, params, batch, keys, step):
+        loss, metrics = original(self, params, batch, keys, step)
         return loss * jnp.nan, metrics
 
-    monkeypatch.setattr(VAE, "loss", nan_loss)
+    monkeypatch.setattr(AutoencoderModel, "loss", nan_loss)
     with pytest.raises(TrainingError, match=r"non-finite for 20 consecutive steps .*checkpoints/40"):
         training.train_and_evaluate(config.replace(steps=200), str(tmp_path), progress=False)
     monkeypatch.undo()

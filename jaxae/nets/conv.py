@@ -12,7 +12,7 @@ DENSE_WIDTH = 256
 
 
 class ConvEncoder(nn.Module):
-    """(B, H, W, C) in [0, 1] -> (mean, logvar), each (B, latent_dim).
+    """(B, H, W, C) in [0, 1] and optional condition (B, K) -> (mean, logvar), each (B, latent_dim).
 
     Each stage: 3x3 conv stride 1 then 4x4 conv stride 2 (activation), halving H and W.
     """
@@ -22,13 +22,16 @@ class ConvEncoder(nn.Module):
     activation: str = "relu"
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         act = getattr(nn, self.activation)
         h = 2.0 * x - 1.0
         for width in self.channels:
             h = act(nn.Conv(width, (3, 3))(h))
             h = act(nn.Conv(width, (4, 4), strides=(2, 2))(h))
-        h = act(nn.Dense(DENSE_WIDTH)(h.reshape(h.shape[0], -1)))
+        h = h.reshape(h.shape[0], -1)
+        if cond is not None:
+            h = jnp.concatenate([h, cond], axis=-1)
+        h = act(nn.Dense(DENSE_WIDTH)(h))
         mean, logvar = jnp.split(nn.Dense(2 * self.latent_dim)(h), 2, axis=-1)
         return mean, logvar
 
@@ -41,11 +44,11 @@ class ConvDecoder(nn.Module):
     activation: str = "relu"
 
     @nn.compact
-    def __call__(self, z: jax.Array) -> jax.Array:
+    def __call__(self, z: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         act = getattr(nn, self.activation)
         stride = 2 ** len(self.channels)
         height, width = self.out_shape[0] // stride, self.out_shape[1] // stride
-        h = act(nn.Dense(DENSE_WIDTH)(z))
+        h = act(nn.Dense(DENSE_WIDTH)(z if cond is None else jnp.concatenate([z, cond], axis=-1)))
         h = act(nn.Dense(height * width * self.channels[0])(h))
         h = h.reshape(z.shape[0], height, width, self.channels[0])
         for width_out in self.channels:

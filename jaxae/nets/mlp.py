@@ -11,16 +11,18 @@ from flax import linen as nn
 
 
 class MLPEncoder(nn.Module):
-    """(B, H, W, C) in [0, 1] -> (mean, logvar), each (B, latent_dim)."""
+    """(B, H, W, C) in [0, 1] and optional condition (B, K) -> (mean, logvar), each (B, latent_dim)."""
 
     hidden_dims: Sequence[int]
     latent_dim: int
     activation: str = "relu"
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         act = getattr(nn, self.activation)
         h = x.reshape(x.shape[0], -1)
+        if cond is not None:
+            h = jnp.concatenate([h, cond], axis=-1)
         for width in self.hidden_dims:
             h = act(nn.Dense(width)(h))
         stats = nn.Dense(2 * self.latent_dim)(h)
@@ -29,16 +31,16 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """(B, latent_dim) -> (B, *out_shape) likelihood parameters."""
+    """(B, latent_dim) and optional condition (B, K) -> (B, *out_shape) likelihood parameters."""
 
     hidden_dims: Sequence[int]
     out_shape: tuple[int, int, int]
     activation: str = "relu"
 
     @nn.compact
-    def __call__(self, z: jax.Array) -> jax.Array:
+    def __call__(self, z: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         act = getattr(nn, self.activation)
-        h = z
+        h = z if cond is None else jnp.concatenate([z, cond], axis=-1)
         for width in self.hidden_dims:
             h = act(nn.Dense(width)(h))
         out = nn.Dense(math.prod(self.out_shape))(h)

@@ -1,0 +1,73 @@
+"""Densities fitted to a trained model's codes (ex-post density estimation, as in
+Ghosh et al. 2020, "From variational to deterministic autoencoders").
+
+After training, a full-covariance Gaussian — or, with ``latent_mixture K``, a K-component
+Gaussian mixture — is fitted to the posterior means of the training images and stored
+as ``prior.npz`` (plain arrays, loaded with ``allow_pickle=False``). ``sample.py --prior
+fitted`` draws latents from it; for the deterministic ``ae`` it is the only way to sample.
+"""
+
+from __future__ import annotations
+
+import os
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PRIOR_FILE = "prior.npz"
+JITTER = 1e-5  # Added to covariance diagonals so they stay positive definite.
+
+
+@flax.struct.dataclass
+class FittedPrior:
+    """A Gaussian mixture: weights (K,), means (K, D), cholesky factors of covariances (K, D, D)."""
+
+    weights: np.ndarray
+    means: np.ndarray
+    chols: np.ndarray
+
+    @property
+    def num_components(self) -> int:
+        return len(self.weights)
+
+
+def fit(codes: np.ndarray, num_components: int = 0, seed: int = 0) -> FittedPrior:
+    """Fits a full-covariance Gaussian (num_components 0 or 1) or mixture to codes (N, D)."""
+    codes = np.asarray(codes, np.float64)
+    dim = codes.shape[1]
+    if num_components <= 1:
+        cov = np.cov(codes, rowvar=False).reshape(dim, dim) + JITTER * np.eye(dim)
+        return FittedPrior(np.ones(1), codes.mean(0, keepdims=True), np.linalg.cholesky(cov)[None])
+    from sklearn.mixture import GaussianMixture
+
+    gmm = GaussianMixture(num_components, covariance_type="full", reg_covar=JITTER, random_state=seed,
+                          max_iter=200).fit(codes)
+    return FittedPrior(gmm.weights_, gmm.means_, np.linalg.cholesky(gmm.covariances_))
+
+
+def sample(prior: FittedPrior, rng: jax.Array, num: int, temperature: float = 1.0) -> jax.Array:
+    """Draws num latents (num, D): a component by its weight, then mean + temperature * L eps."""
+    component_key, noise_key = jax.random.split(rng)
+    k = jax.random.categorical(component_key, jnp.log(jnp.asarray(prior.weights, jnp.float32)), shape=(num,))
+    eps = jax.random.normal(noise_key, (num, prior.means.shape[1]))
+    means = jnp.asarray(prior.means, jnp.float32)[k]
+    chols = jnp.asarray(prior.chols, jnp.float32)[k]
+    return means + temperature * jnp.einsum("nij,nj->ni", chols, eps)
+
+
+def save(workdir: str, prior: FittedPrior) -> None:
+    path = os.path.join(workdir, PRIOR_FILE)
+    tmp = f"{path}.tmp.{os.getpid()}.npz"
+    np.savez(tmp, weights=prior.weights, means=prior.means, chols=prior.chols)
+    os.replace(tmp, path)
+
+
+def load(workdir: str) -> FittedPrior | None:
+    """The fitted prior of a work directory, or None if none was fitted."""
+    path = os.path.join(workdir, PRIOR_FILE)
+    if not os.path.exists(path):
+        return None
+    with np.load(path, allow_pickle=False) as f:
+        return FittedPrior(f["weights"], f["means"], f["chols"])
