@@ -51,12 +51,14 @@ def main(argv: list[str] | None = None) -> None:
     builder = data.prepared_builder(config)
     split = data.load_split(builder, args.split)
     images = split.images[:args.num_images]
+    labels = None if split.labels is None else split.labels[:args.num_images]
     if args.batch_size % jax.local_device_count():
         raise ConfigError(f"--batch_size {args.batch_size} must be divisible by the "
                           f"{jax.local_device_count()} local devices")
     print(f"jaxae: evaluating step {step} of {args.workdir} on {len(images)} {config.dataset}/{args.split} "
           f"images with IWAE k={args.iwae_samples} on {jax.local_device_count()} {jax.default_backend()} device(s)")
-    result = evaluation.evaluate_full(model, params, images, data.eval_key(), iwae_samples=args.iwae_samples,
+    result = evaluation.evaluate_full(model, params, images, data.eval_key(), labels=labels,
+                                      iwae_samples=args.iwae_samples,
                                       batch_size=args.batch_size, chunk=args.chunk, progress=not args.no_progress)
     result.update(step=step, split=args.split, dataset=config.dataset, input_mode=model.spec.mode,
                   backend=jax.default_backend(), devices=jax.local_device_count())
@@ -70,12 +72,18 @@ def main(argv: list[str] | None = None) -> None:
     with open(tmp, "w") as f:
         json.dump(result, f, indent=2)
     os.replace(tmp, path)
-    summary = (f"nelbo {result['nelbo']:.2f} nats ({result['bpd']:.4f} bits/dim)"
-               + (f", nll_iwae(k={args.iwae_samples}) {result['nll_iwae']:.2f} nats ({result['bpd_iwae']:.4f} "
-                  "bits/dim)" if args.iwae_samples else "")
-               + f", recon {result['recon']:.2f}, kl {result['kl']:.2f}, mse {result['mse']:.2f}, "
-               f"active units {result['active_units']}/{len(result['kl_per_dim'])}, "
-               f"{result['images_per_sec']:.1f} images/s")
+    parts = []
+    if "nelbo" in result:
+        parts.append(f"nelbo {result['nelbo']:.2f} nats ({result['bpd']:.4f} bits/dim)")
+    if "nll_iwae" in result:
+        parts.append(f"nll_iwae(k={args.iwae_samples}) {result['nll_iwae']:.2f} nats "
+                     f"({result['bpd_iwae']:.4f} bits/dim)")
+    parts.append(f"recon {result['recon']:.2f}")
+    if "kl" in result:
+        parts.append(f"kl {result['kl']:.2f}")
+    parts += [f"mse {result['mse']:.2f}", f"active units {result['active_units']}/{model.latent_dim}",
+              f"{result['images_per_sec']:.1f} images/s"]
+    summary = ", ".join(parts)
     if "achieved_flops_per_sec" in result:
         summary += f", {result['achieved_flops_per_sec'] / 1e9:.1f} GFLOP/s"
     if "fraction_of_peak" in result:

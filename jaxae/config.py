@@ -54,7 +54,9 @@ class Config:
       hidden_dims: MLP hidden layer widths (encoder; the decoder mirrors them).
       channels: conv feature widths per stride-2 stage.
       activation: hidden-layer nonlinearity (Burda et al. 2015 use tanh).
-      latent_dim: size of the Gaussian latent z.
+      latent_dim: size of the Gaussian latent z (of z1, the bottom layer, with two).
+      stochastic_layers: 1, or 2 for Burda et al.'s x <-> z1 <-> z2 (MLP only); then
+      top_latent_dim is z2's size and top_hidden_dims the widths between z1 and z2.
       likelihood: ``bernoulli`` or ``gaussian`` (8-bit data, uniformly dequantized).
       gaussian_scale: fixed standard deviation of the Gaussian likelihood on the
         [0, 1] pixel scale, or None to learn one per pixel.
@@ -95,6 +97,9 @@ class Config:
     channels: tuple[int, ...] = (32, 64)
     activation: str = "relu"
     latent_dim: int = 16
+    stochastic_layers: int = 1
+    top_latent_dim: int = 50
+    top_hidden_dims: tuple[int, ...] = (100, 100)
     likelihood: str = "bernoulli"
     gaussian_scale: float | None = None
 
@@ -135,9 +140,9 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config field(s) {unknown}; known: {sorted(names)}")
         d = dict(d)
-        for key in ("hidden_dims", "channels"):
-            if key in d and d[key] is not None:
-                d[key] = tuple(d[key])
+        for f in dataclasses.fields(cls):
+            if f.type == "tuple[int, ...]" and isinstance(d.get(f.name), list):
+                d[f.name] = tuple(d[f.name])
         return validate(cls(**d))
 
     @classmethod
@@ -203,7 +208,14 @@ def validate(config: Config) -> Config:
     _positive("learning_rate", c.learning_rate)
     if c.epochs is not None:
         _positive("epochs", c.epochs)
-    for name in ("hidden_dims", "channels"):
+    if c.stochastic_layers not in (1, 2):
+        raise ConfigError(f"--stochastic_layers must be 1 or 2, got {c.stochastic_layers}")
+    if c.stochastic_layers == 2 and c.arch != "mlp":
+        raise ConfigError(f"--stochastic_layers 2 is built for --arch mlp, got --arch {c.arch}")
+    if c.stochastic_layers == 2 and c.model == "ae":
+        raise ConfigError("--stochastic_layers 2 needs a stochastic model (vae, beta_vae, iwae, cvae), not ae")
+    _positive("top_latent_dim", c.top_latent_dim)
+    for name in ("hidden_dims", "channels", "top_hidden_dims"):
         dims = getattr(c, name)
         if not dims or any(int(d) <= 0 for d in dims):
             raise ConfigError(f"--{name} must be a non-empty list of positive widths, got {list(dims)}")

@@ -73,14 +73,13 @@ def _eval_batch(model, params, batch, mask, rng, offset):
 def _full_eval_batch(model, params, batch, rng, offset, num_samples, chunk):
     images, labels = batch["image"], batch.get("label")
     keys = example_keys(rng, images.shape[0], offset)
-    terms = model.per_example(params, batch, keys)
+    terms = model.per_example(params, batch, keys, kl_per_dim=True)
     input_keys, latent_keys = _split_keys(keys)
     x = to_model_input(images, input_keys, model.spec)
-    mean, logvar = model.posterior(params, x, labels)
+    mean, _ = model.posterior(params, x, labels)
     recon_mean = model.decode_mean(params, mean, labels)
     out = dict(terms, mse=jnp.sum(jnp.square(recon_mean - x), axis=(1, 2, 3)), posterior_mean=mean)
     if not model.deterministic:
-        out["kl_per_dim"] = 0.5 * (jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar)
         if num_samples:
             out["log_px_iwae"] = iwae_log_likelihood(model, params, x, latent_keys, num_samples, chunk,
                                                      model.condition(labels))

@@ -1,6 +1,8 @@
 """Every model family through train.py -> checkpoint -> sample.py, and sample.py's modes."""
 
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +13,8 @@ pytestmark = pytest.mark.slow
 
 FAMILIES = {
     "vae": [],
+    "iwae_2_layers": ["--stochastic_layers", "2", "--top_latent_dim", "3", "--top_hidden_dims", "16",
+                      "--num_importance_samples", "3"],
     "beta_vae": ["--beta", "2.0", "--kl_warmup_steps", "20", "--free_bits", "0.05"],
     "iwae": ["--num_importance_samples", "5"],
     "cvae": [],
@@ -25,7 +29,8 @@ def trained_families(tfds_dir, tmp_path_factory):
     workdirs = {}
     for family, flags in FAMILIES.items():
         workdir = root / family
-        result = run("train.py", "--workdir", workdir, "--data_dir", tfds_dir, "--model", family, *SHORT, *flags)
+        model = "iwae" if family.startswith("iwae") else family
+        result = run("train.py", "--workdir", workdir, "--data_dir", tfds_dir, "--model", model, *SHORT, *flags)
         assert result.returncode == 0, (family, result.stderr[-3000:])
         assert (workdir / "prior.npz").exists() and (workdir / "samples.png").exists()
         workdirs[family] = str(workdir)
@@ -39,8 +44,9 @@ def test_family_samples_through_sample_py(trained_families, family, tmp_path):
                  "--output", tmp_path / "s.png", "--save_array", out)
     assert result.returncode == 0, result.stderr[-3000:]
     images = np.load(out)
-    assert images.shape == (20, 28, 28, 1)  # cvae: --label all by default, 2 per class and 0 <= images.min() and images.max() <= 1
-    assert family in result.stdout
+    assert images.shape == (20, 28, 28, 1)  # cvae: --label all by default, 2 per class
+    assert 0 <= images.min() and images.max() <= 1
+    assert family.split("_2")[0] in result.stdout
 
 
 def test_sample_py_modes(trained_families, tmp_path):
@@ -106,3 +112,19 @@ def test_cvae_samples_are_the_requested_digit(tfds_dir, tmp_path, mnist5k):
     dist = ((samples[:, None] - means[None]) ** 2).sum(axis=(2, 3, 4))
     accuracy = float((dist.argmin(1) == np.asarray(labels)).mean())
     assert accuracy > 0.6, accuracy
+
+
+@pytest.mark.parametrize("family", ["iwae_2_layers", "ae", "cvae"])
+def test_evaluate_py_on_families(trained_families, tfds_dir, family):
+    import json
+
+    workdir = trained_families[family]
+    result = run("evaluate.py", "--workdir", workdir, "--iwae_samples", 20, "--num_images", 20, "--batch_size", 10,
+                 "--no_progress")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(workdir, "eval_test.json")) as f:
+        report = json.load(f)
+    if family == "ae":
+        assert "nll_iwae" not in report and report["recon"] > 0 and report["mse"] > 0
+    else:
+        assert report["nll_iwae"] < report["nelbo"]

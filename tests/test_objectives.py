@@ -110,3 +110,27 @@ def test_cvae_decoder_depends_on_the_label():
     b = cvae.decode_mean(params, z, jnp.array([1, 2]))
     np.testing.assert_allclose(a[0], b[0])
     assert not np.allclose(a[1], b[1])
+
+
+def test_two_stochastic_layers_elbo_and_iwae_agree_in_expectation():
+    """Burda et al.'s x-z1-z2 model: the training pass's NELBO (z1 term sampled, z2's KL in
+    closed form) and -log w of the importance-sampling pass estimate the same -ELBO."""
+    config = Config(model="iwae", stochastic_layers=2, hidden_dims=(32,), latent_dim=6, top_latent_dim=3,
+                    top_hidden_dims=(16,), num_importance_samples=5)
+    model = make_model(config, SPEC)
+    assert model.latent_dim == 3 and model.eps_dim == 9
+    params = model.init(jax.random.key(0))
+    assert set(params) == {"x_encoder", "z_encoder", "z_decoder", "x_decoder"}
+    batch, keys = _batch(3)
+    fold = jax.vmap(jax.random.fold_in, (0, None))
+    rep_keys = jax.vmap(lambda r: fold(keys, r))(jnp.arange(4000))
+    reps = jax.vmap(lambda k: model.per_example(params, batch, k, kl_per_dim=True))(rep_keys)
+    assert reps["kl_per_dim"].shape == (4000, 3, 9)
+    np.testing.assert_allclose(reps["kl_per_dim"].sum(-1), reps["kl"], rtol=1e-5)
+    x = model.model_input(batch["image"], keys)
+    log_w = model.log_importance_weights(params, x, keys, 20000)
+    noise = np.sqrt(np.var(log_w, axis=1) / 20000 + np.var(reps["nelbo"], axis=0) / 4000)
+    assert np.all(np.abs(-jnp.mean(log_w, axis=1) - jnp.mean(reps["nelbo"], 0)) < 4 * noise)
+    # The K = 5 IWAE loss is below the single-sample bound, and samples decode from z2.
+    assert float(model.loss(params, batch, keys)[0]) < float(jnp.mean(reps["nelbo"]))
+    assert model.decode_mean(params, jnp.zeros((2, 3))).shape == (2, 28, 28, 1)

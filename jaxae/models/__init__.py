@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from jaxae.config import Config, ConfigError
 from jaxae.data import InputSpec
-from jaxae.models.autoencoder import AutoencoderModel, AutoencoderNet
+from jaxae.models.autoencoder import AutoencoderModel, AutoencoderNet, TwoLayerNet
+from jaxae.nets import MLPEncoder
 from jaxae.objectives import ObjectiveSettings
 
 
@@ -18,9 +19,16 @@ def make_model(config: Config, spec: InputSpec) -> AutoencoderModel:
         raise ConfigError(f"--model cvae needs a labelled dataset; {config.dataset!r} has no class labels")
     likelihood = make_likelihood(config)
     encoder, decoder = make_encoder_decoder(config, spec.image_shape, likelihood.params_per_channel)
-    return AutoencoderModel(
-        family=config.model, net=AutoencoderNet(encoder=encoder, decoder=decoder), likelihood=likelihood,
-        spec=spec, latent_dim=config.latent_dim, settings=ObjectiveSettings.from_config(config))
+    settings = ObjectiveSettings.from_config(config)
+    if config.stochastic_layers == 1:
+        return AutoencoderModel(family=config.model, net=AutoencoderNet(encoder=encoder, decoder=decoder),
+                                likelihood=likelihood, spec=spec, latent_dim=config.latent_dim, settings=settings)
+    top, bottom = config.top_latent_dim, config.latent_dim
+    net = TwoLayerNet(x_encoder=encoder, x_decoder=decoder, bottom_dim=bottom,
+                      z_encoder=MLPEncoder(config.top_hidden_dims, top, config.activation),
+                      z_decoder=MLPEncoder(tuple(reversed(config.top_hidden_dims)), bottom, config.activation))
+    return AutoencoderModel(family=config.model, net=net, likelihood=likelihood, spec=spec, latent_dim=top,
+                            settings=settings, noise_dim=bottom + top)
 
 
-__all__ = ["AutoencoderModel", "AutoencoderNet", "make_model"]
+__all__ = ["AutoencoderModel", "AutoencoderNet", "TwoLayerNet", "make_model"]

@@ -35,11 +35,25 @@ from jaxae.likelihoods import Likelihood
 Params = Any
 
 
-class AutoencoderNet(nn.Module):
-    """Encoder + decoder, each optionally conditioned on a vector (the one-hot label).
+def _kl_per_dim(mean: jax.Array, logvar: jax.Array) -> jax.Array:
+    """KL(N(mean, exp(logvar)) || N(0, 1)) per dimension, closed form."""
+    return 0.5 * (jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar)
 
-    ``__call__(x, eps, cond)`` -> (decoder output, posterior mean, logvar), where
-    z = mean + exp(logvar / 2) * eps; pass eps = 0 for the deterministic code.
+
+def _flat(cond: jax.Array | None, repeats: int) -> jax.Array | None:
+    return None if cond is None else jnp.repeat(cond, repeats, axis=0)
+
+
+class AutoencoderNet(nn.Module):
+    """One stochastic layer: encoder q(z|x) and decoder p(x|z), optionally conditioned on a
+    vector (the one-hot label). Every network of jaxae has these four methods:
+
+    - ``__call__(x, eps, cond)`` -> (decoder output, KL per dim (B, noise_dim), code):
+      the training pass with z = mean + exp(logvar / 2) * eps (eps = 0: the deterministic
+      code); the KL is in closed form.
+    - ``sample_and_score(x, eps, cond)`` with eps (B, S, noise_dim) -> (decoder outputs
+      (B, S, ...), log p(z) - log q(z|x) (B, S)): the importance-sampling pass.
+    - ``encode(x, cond)`` -> (mean, logvar) of the top-level code; ``decode(z, cond)``.
     """
 
     encoder: nn.Module
@@ -48,13 +62,71 @@ class AutoencoderNet(nn.Module):
     def __call__(self, x: jax.Array, eps: jax.Array, cond: jax.Array | None = None):
         mean, logvar = self.encoder(x, cond)
         z = mean + jnp.exp(0.5 * logvar) * eps
-        return self.decoder(z, cond), mean, logvar
+        return self.decoder(z, cond), _kl_per_dim(mean, logvar), mean
+
+    def sample_and_score(self, x: jax.Array, eps: jax.Array, cond: jax.Array | None = None):
+        mean, logvar = self.encoder(x, cond)
+        z = mean[:, None] + jnp.exp(0.5 * logvar)[:, None] * eps                    # (B, S, D)
+        out = self.decoder(z.reshape(-1, z.shape[-1]), _flat(cond, z.shape[1]))
+        log_ratio = dist.standard_normal_log_prob(z) - dist.diag_gaussian_log_prob(z, mean[:, None], logvar[:, None])
+        return out.reshape(*z.shape[:2], *out.shape[1:]), log_ratio
 
     def encode(self, x: jax.Array, cond: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         return self.encoder(x, cond)
 
     def decode(self, z: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         return self.decoder(z, cond)
+
+
+class TwoLayerNet(nn.Module):
+    """Two stochastic layers (Burda et al. 2015): q(z1|x) q(z2|z1) and p(z2) p(z1|z2) p(x|z1),
+    all diagonal Gaussians but the likelihood. Same four methods as AutoencoderNet; the
+    noise is eps = [eps1, eps2] (noise_dim = D1 + D2) and the code is z2's.
+
+    x_encoder: x -> q(z1|x); z_encoder: z1 -> q(z2|z1); z_decoder: z2 -> p(z1|z2);
+    x_decoder: z1 -> p(x|z1).
+    """
+
+    x_encoder: nn.Module
+    z_encoder: nn.Module
+    z_decoder: nn.Module
+    x_decoder: nn.Module
+    bottom_dim: int
+
+    def _sample(self, x, eps, cond):
+        """eps (B, S, D1 + D2) -> z1, z2 and every layer's (mean, logvar)."""
+        m1, lv1 = self.x_encoder(x, cond)
+        z1 = m1[:, None] + jnp.exp(0.5 * lv1)[:, None] * eps[..., :self.bottom_dim]   # (B, S, D1)
+        flat_cond = _flat(cond, eps.shape[1])
+        m2, lv2 = self.z_encoder(z1.reshape(-1, self.bottom_dim), flat_cond)
+        z2 = m2 + jnp.exp(0.5 * lv2) * eps[..., self.bottom_dim:].reshape(m2.shape)    # (B*S, D2)
+        pm1, plv1 = self.z_decoder(z2, flat_cond)
+        out = self.x_decoder(z1.reshape(-1, self.bottom_dim), flat_cond)
+        return z1, z2, (m1, lv1), (m2, lv2), (pm1, plv1), out
+
+    def __call__(self, x: jax.Array, eps: jax.Array, cond: jax.Array | None = None):
+        z1, _, (m1, lv1), (m2, lv2), (pm1, plv1), out = self._sample(x, eps[:, None], cond)
+        z1 = z1[:, 0]
+        # log q(z1|x) - log p(z1|z2) per dim (one sample), plus KL(q(z2|z1) || N(0, I)) in closed form.
+        kl1 = 0.5 * (plv1 + jnp.square(z1 - pm1) * jnp.exp(-plv1) - lv1 - jnp.square(eps[:, :self.bottom_dim]))
+        return out, jnp.concatenate([kl1, _kl_per_dim(m2, lv2)], axis=-1), m2
+
+    def sample_and_score(self, x: jax.Array, eps: jax.Array, cond: jax.Array | None = None):
+        batch, samples = eps.shape[:2]
+        z1, z2, (m1, lv1), (m2, lv2), (pm1, plv1), out = self._sample(x, eps, cond)
+        z1_flat = z1.reshape(-1, self.bottom_dim)
+        log_ratio = (dist.standard_normal_log_prob(z2) + dist.diag_gaussian_log_prob(z1_flat, pm1, plv1)
+                     - dist.diag_gaussian_log_prob(z2, m2, lv2)).reshape(batch, samples)
+        log_ratio = log_ratio - dist.diag_gaussian_log_prob(z1, m1[:, None], lv1[:, None])
+        return out.reshape(batch, samples, *out.shape[1:]), log_ratio
+
+    def encode(self, x: jax.Array, cond: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        m1, _ = self.x_encoder(x, cond)
+        return self.z_encoder(m1, cond)
+
+    def decode(self, z: jax.Array, cond: jax.Array | None = None) -> jax.Array:
+        pm1, _ = self.z_decoder(z, cond)
+        return self.x_decoder(pm1, cond)
 
 
 def _fold(keys: jax.Array, i: int) -> jax.Array:
@@ -72,11 +144,16 @@ class AutoencoderModel:
     """
 
     family: str
-    net: AutoencoderNet
+    net: AutoencoderNet | TwoLayerNet
     likelihood: Likelihood
     spec: InputSpec
     latent_dim: int
     settings: objectives.ObjectiveSettings
+    noise_dim: int = 0  # Size of eps: latent_dim for one stochastic layer, D1 + D2 for two.
+
+    @property
+    def eps_dim(self) -> int:
+        return self.noise_dim or self.latent_dim
 
     @property
     def deterministic(self) -> bool:
@@ -98,7 +175,7 @@ class AutoencoderModel:
     def init(self, rng: jax.Array) -> Params:
         x = jnp.zeros((1, *self.spec.image_shape), jnp.float32)
         cond = jnp.zeros((1, self.spec.num_classes)) if self.conditional else None
-        return self.net.init(rng, x, jnp.zeros((1, self.latent_dim)), cond)["params"]
+        return self.net.init(rng, x, jnp.zeros((1, self.eps_dim)), cond)["params"]
 
     def model_input(self, images: jax.Array, keys: jax.Array) -> jax.Array:
         """uint8 images -> the float input the likelihood scores (per-example key fold 0)."""
@@ -109,23 +186,24 @@ class AutoencoderModel:
         x_in = corrupt(x, _fold(keys, 2), self.settings.input_noise, self.settings.noise_level) if noisy else x
         cond = self.condition(batch.get("label"))
         eps_keys = _fold(keys, 1)
-        eps = (jnp.zeros((x.shape[0], self.latent_dim)) if self.deterministic else
-               jax.vmap(lambda k: jax.random.normal(k, (self.latent_dim,)))(eps_keys))
-        out, mean, logvar = self.net.apply({"params": params}, x_in, eps, cond)
+        eps = (jnp.zeros((x.shape[0], self.eps_dim)) if self.deterministic else
+               jax.vmap(lambda k: jax.random.normal(k, (self.eps_dim,)))(eps_keys))
+        out, kl_per_dim, code = self.net.apply({"params": params}, x_in, eps, cond)
         recon = -self.likelihood.log_prob(out, x)
         if self.deterministic:
-            return {"loss": recon + self.settings.code_l2 * jnp.sum(jnp.square(mean), axis=-1), "recon": recon,
-                    "code": mean}
-        kl_per_dim = 0.5 * (jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar)
+            return {"loss": recon + self.settings.code_l2 * jnp.sum(jnp.square(code), axis=-1), "recon": recon,
+                    "code": code}
         kl = jnp.sum(kl_per_dim, axis=-1)
         return {"nelbo": recon + kl, "recon": recon, "kl": kl, "kl_per_dim": kl_per_dim,
                 "x": x, "x_in": x_in, "cond": cond}
 
-    def per_example(self, params: Params, batch: dict, keys: jax.Array) -> dict[str, jax.Array]:
+    def per_example(self, params: Params, batch: dict, keys: jax.Array, kl_per_dim: bool = False
+                    ) -> dict[str, jax.Array]:
         """Evaluation terms on clean inputs, each (B,) in nats: ``nelbo``, ``recon``, ``kl``
-        (``loss`` and ``recon`` for ``ae``)."""
+        (``loss`` and ``recon`` for ``ae``); with ``kl_per_dim`` also that, (B, noise_dim)."""
         terms = self._terms(params, batch, keys, noisy=False)
         names = ("loss", "recon") if self.deterministic else ("nelbo", "recon", "kl")
+        names += ("kl_per_dim",) if kl_per_dim and not self.deterministic else ()
         return {name: terms[name] for name in names}
 
     def loss(self, params: Params, batch: dict, keys: jax.Array, step: jax.Array | int = 0
@@ -160,28 +238,20 @@ class AutoencoderModel:
         is the IWAE bound on log p(x) (Burda et al. 2015).
         """
         x_in = x if x_in is None else x_in
-        mean, logvar = self.net.apply({"params": params}, x_in, cond, method=AutoencoderNet.encode)
         index = start + jnp.arange(num_samples)
-        draw = lambda key: jax.random.normal(jax.random.fold_in(key, 0), (self.latent_dim,))  # noqa: E731
-        eps = jax.vmap(lambda k: jax.vmap(lambda i: draw(jax.random.fold_in(k, i)))(index))(keys)
-        z = mean[:, None] + jnp.exp(0.5 * logvar)[:, None] * eps                    # (B, S, D)
-        flat_cond = None if cond is None else jnp.repeat(cond, num_samples, axis=0)
-        out = self.net.apply({"params": params}, z.reshape(-1, self.latent_dim), flat_cond,
-                             method=AutoencoderNet.decode)
-        out = out.reshape(*z.shape[:2], *out.shape[1:])                              # (B, S, H, W, C*k)
-        log_px_z = self.likelihood.log_prob(out, x[:, None])
-        log_pz = dist.standard_normal_log_prob(z)
-        log_qz = dist.diag_gaussian_log_prob(z, mean[:, None], logvar[:, None])
-        return log_px_z + log_pz - log_qz
+        draw = lambda key: jax.random.normal(jax.random.fold_in(key, 0), (self.eps_dim,))  # noqa: E731
+        eps = jax.vmap(lambda k: jax.vmap(lambda i: draw(jax.random.fold_in(k, i)))(index))(keys)  # (B, S, E)
+        out, log_ratio = self.net.apply({"params": params}, x_in, eps, cond, method=type(self.net).sample_and_score)
+        return self.likelihood.log_prob(out, x[:, None]) + log_ratio
 
     def posterior(self, params: Params, x: jax.Array, labels: jax.Array | None = None
                   ) -> tuple[jax.Array, jax.Array]:
         """Float model input (B, H, W, C) -> q(z|x) mean and logvar, each (B, latent_dim)."""
-        return self.net.apply({"params": params}, x, self.condition(labels), method=AutoencoderNet.encode)
+        return self.net.apply({"params": params}, x, self.condition(labels), method=type(self.net).encode)
 
     def decode_mean(self, params: Params, z: jax.Array, labels: jax.Array | None = None) -> jax.Array:
         """Latents (B, latent_dim) -> mean images (B, H, W, C) in [0, 1]."""
-        out = self.net.apply({"params": params}, z, self.condition(labels), method=AutoencoderNet.decode)
+        out = self.net.apply({"params": params}, z, self.condition(labels), method=type(self.net).decode)
         return self.likelihood.mean(out)
 
     def scaled_input(self, images: jax.Array) -> jax.Array:
