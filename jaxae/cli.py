@@ -57,9 +57,11 @@ HELP = {
     "keep_checkpoints": "checkpoints to keep",
     "steps_per_call": "training steps fused into one compiled call",
     "max_nonfinite": "stop after N consecutive non-finite steps (each is skipped)",
+    "parallel": "multi-device mode: sharded (jit over a mesh) or pmap",
 }
 CHOICES = {"model": "MODELS", "arch": "ARCHS", "activation": "ACTIVATIONS", "likelihood": "LIKELIHOODS",
-           "binarize": "BINARIZE", "lr_schedule": "LR_SCHEDULES", "input_noise": "INPUT_NOISE"}
+           "binarize": "BINARIZE", "lr_schedule": "LR_SCHEDULES", "input_noise": "INPUT_NOISE",
+           "parallel": "PARALLEL"}
 
 
 class ArgumentParser(argparse.ArgumentParser):

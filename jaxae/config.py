@@ -20,12 +20,13 @@ ACTIVATIONS = ("relu", "tanh", "gelu", "softplus")
 LIKELIHOODS = ("bernoulli", "gaussian")
 BINARIZE = ("dynamic", "none")
 LR_SCHEDULES = ("constant", "cosine")
+PARALLEL = ("sharded", "pmap")
 
 # Fields that may change when a run is resumed in the same work directory: they do
 # not change the model, the optimizer or the data the checkpoint was trained on.
 RESUMABLE_FIELDS = frozenset(
     {"steps", "epochs", "eval_every", "checkpoint_every", "keep_checkpoints",
-     "data_dir", "manual_dir", "steps_per_call", "max_nonfinite"}
+     "data_dir", "manual_dir", "steps_per_call", "max_nonfinite", "parallel"}
 )
 
 
@@ -83,6 +84,8 @@ class Config:
       steps_per_call: training steps fused into one compiled call (``lax.scan``);
       max_nonfinite: stop after this many consecutive steps whose loss or gradient
       was NaN/Inf (each such update is skipped and counted).
+      parallel: with several devices, ``sharded`` runs one jit over a Mesh (batch
+      sharded, state replicated); ``pmap`` runs the same step under jax.pmap.
     """
 
     dataset: str = "mnist_5k"
@@ -126,6 +129,7 @@ class Config:
     keep_checkpoints: int = 3
     steps_per_call: int = 50
     max_nonfinite: int = 20
+    parallel: str = "sharded"
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)
@@ -185,6 +189,7 @@ def validate(config: Config) -> Config:
     _choice("likelihood", c.likelihood, LIKELIHOODS)
     _choice("binarize", c.binarize, BINARIZE)
     _choice("lr_schedule", c.lr_schedule, LR_SCHEDULES)
+    _choice("parallel", c.parallel, PARALLEL)
     _choice("input_noise", c.input_noise, INPUT_NOISE)
     for name in ("beta", "free_bits", "code_l2"):
         if not getattr(c, name) >= 0:

@@ -45,6 +45,7 @@ from jaxae.models import make_model
 
 log = logging.getLogger(__name__)
 
+PMAP_AXIS = "batch"
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.png"
 RECONSTRUCTIONS_FILE = "reconstructions.png"
@@ -129,16 +130,22 @@ def data_mesh() -> jax.sharding.Mesh:
 
 
 def make_multi_step(train_step, batch_size: int, num_examples: int, num_steps: int,
-                    mesh: jax.sharding.Mesh | None = None):
+                    mesh: jax.sharding.Mesh | None = None, pmap_devices: int = 0):
     """Fuses ``num_steps`` train steps on device-resident data into one compiled call.
 
     Returns ``run(state, perm, images, labels, data_key, step_key) -> (state, perm, metrics)``
     where perm is the current epoch's permutation (int32 (N,)), images/labels the whole
     uint8 training split, and metrics hold (num_steps,) arrays. The step number in the
     state decides the epoch, the position in it and the step's key.
+
+    mesh: shard each global batch over its ``data`` axis (jit + sharding). pmap_devices:
+    instead run under ``jax.pmap`` over that many devices with axis ``batch`` (the step
+    must be made with ``axis_name="batch"``); state and perm then carry a leading device
+    axis, each device takes its rows of the global batch, and metrics are (devices, steps).
     """
     steps_per_epoch = num_examples // batch_size
     batch_sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
+    local = batch_size // pmap_devices if pmap_devices else batch_size
 
     def body(consts, carry, _):
         images, labels, data_key, step_key = consts
@@ -148,6 +155,8 @@ def make_multi_step(train_step, batch_size: int, num_examples: int, num_steps: i
                             lambda: data.epoch_permutation(data_key, epoch, num_examples),
                             lambda: perm)
         idx = jax.lax.dynamic_slice_in_dim(perm, position * batch_size, batch_size)
+        if pmap_devices:
+            idx = jax.lax.dynamic_slice_in_dim(idx, jax.lax.axis_index(PMAP_AXIS) * local, local)
         batch = {"image": images[idx]}
         if labels is not None:
             batch["label"] = labels[idx]
@@ -156,13 +165,15 @@ def make_multi_step(train_step, batch_size: int, num_examples: int, num_steps: i
         state, metrics = train_step(state, batch, jax.random.fold_in(step_key, state.step))
         return (state, perm), metrics
 
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
     def run(state, perm, images, labels, data_key, step_key):
         consts = (images, labels, data_key, step_key)
         (state, perm), metrics = jax.lax.scan(functools.partial(body, consts), (state, perm), length=num_steps)
         return state, perm, metrics
 
-    return run
+    if pmap_devices:
+        return jax.pmap(run, axis_name=PMAP_AXIS, in_axes=(0, 0, None, None, None, None), donate_argnums=(0, 1),
+                        devices=jax.local_devices()[:pmap_devices])
+    return jax.jit(run, donate_argnums=(0, 1))
 
 
 def _chunk_lengths(start: int, total: int, boundaries: tuple[int, ...], max_len: int):
@@ -314,20 +325,31 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
     config.save(checkpoints.config_path(workdir))
     checkpoints.save_input_spec(workdir, spec)
 
-    mesh = data_mesh() if jax.device_count() > 1 else None
+    num_devices = jax.device_count()
+    pmap_devices = num_devices if config.parallel == "pmap" and num_devices > 1 else 0
+    mesh = data_mesh() if num_devices > 1 and not pmap_devices else None
     replicated = NamedSharding(mesh, PartitionSpec()) if mesh else jax.devices()[0]
-    state = jax.device_put(state, replicated)
+    if pmap_devices:  # State and perm get a leading device axis; view() takes device 0's copy.
+        per_device = NamedSharding(jax.sharding.Mesh(np.array(jax.local_devices()[:pmap_devices]), (PMAP_AXIS,)),
+                                   PartitionSpec(PMAP_AXIS))
+        stack = lambda tree: jax.device_put(  # noqa: E731
+            jax.tree.map(lambda x: jnp.stack([x] * pmap_devices), tree), per_device)
+        view = lambda tree: jax.device_put(jax.tree.map(lambda x: x[0], tree), jax.devices()[0])  # noqa: E731
+        state = stack(state)
+    else:
+        stack = view = lambda tree: tree  # noqa: E731
+        state = jax.device_put(state, replicated)
     train_images = jax.device_put(train_split.images, replicated)
     train_labels = None if train_split.labels is None else jax.device_put(train_split.labels, replicated)
     test_images = jax.device_put(test_split.images, replicated)
     test_labels = None if test_split.labels is None else jax.device_put(test_split.labels, replicated)
     epoch = start // steps_per_epoch
-    perm = jax.device_put(data.epoch_permutation(data_key, epoch, len(train_split)), replicated)
+    perm = stack(jax.device_put(data.epoch_permutation(data_key, epoch, len(train_split)), replicated))
 
     from tensorboardX import SummaryWriter
 
     writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
-    train_step = make_train_step(model, optimizer)
+    train_step = make_train_step(model, optimizer, axis_name=PMAP_AXIS if pmap_devices else None)
     runners: dict[int, Callable] = {}
     train_seconds, train_images_seen, streak = 0.0, 0, 0
     window: dict[str, list[float]] = {}
@@ -338,10 +360,11 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
                                  config.steps_per_call):
         compiled_before = length in runners
         if not compiled_before:
-            runners[length] = make_multi_step(train_step, config.batch_size, len(train_split), length, mesh)
+            runners[length] = make_multi_step(train_step, config.batch_size, len(train_split), length, mesh,
+                                              pmap_devices)
         began = time.perf_counter()
         state, perm, metrics = runners[length](state, perm, train_images, train_labels, data_key, step_key)
-        metrics = jax.device_get(metrics)
+        metrics = jax.device_get(view(metrics))
         seconds = time.perf_counter() - began
         if compiled_before:  # The first call of each length includes compilation.
             train_seconds += seconds
@@ -367,11 +390,12 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
                 f"{'none' if good is None else os.path.join(checkpointer.directory, str(good))}; "
                 "lower --learning_rate or set --grad_clip")
         if step % config.eval_every == 0 or step == total_steps:
-            test = evaluation.evaluate(model, state.params, test_images, data.eval_key(), labels=test_labels)
+            params = view(state.params)
+            test = evaluation.evaluate(model, params, test_images, data.eval_key(), labels=test_labels)
             train = {name: float(np.mean(values)) if values else float("nan") for name, values in window.items()}
             last = {"step": step, "epoch": step / steps_per_epoch,
                     **{f"train_{k}": v for k, v in train.items()},
-                    "skipped_updates": int(state.skipped),
+                    "skipped_updates": int(view(state.skipped)),
                     **{f"test_{k}": v for k, v in test.items()},
                     "train_images_per_sec": ips}
             window = {}
@@ -380,21 +404,21 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
                 writer.add_scalar(f"test/{name}", value, step)
             if np.isfinite(ips):
                 writer.add_scalar("train/images_per_sec", ips, step)
-            fitted = priors.fit(encode_all(model, state.params, train_images, train_labels if model.conditional
+            fitted = priors.fit(encode_all(model, params, train_images, train_labels if model.conditional
                                            else None), config.latent_mixture, config.seed)
             priors.save(workdir, fitted)
-            write_images(model, state.params, test_images, test_labels, sample_key, workdir, fitted, writer, step)
+            write_images(model, params, test_images, test_labels, sample_key, workdir, fitted, writer, step)
             message = f"step {step}/{total_steps}: " + _describe(config.eval_split, train, test, ips)
             (bar.write if bar is not None else print)(message)
         if step % config.checkpoint_every == 0 or step == total_steps:
-            checkpointer.save(step, state)
+            checkpointer.save(step, view(state))
     checkpointer.wait()
     checkpointer.close()
     writer.close()
     if bar is not None:
         bar.close()
     if not last:  # Nothing left to train: evaluate the restored state.
-        test = evaluation.evaluate(model, state.params, test_images, data.eval_key(), labels=test_labels)
+        test = evaluation.evaluate(model, view(state.params), test_images, data.eval_key(), labels=test_labels)
         last = {"step": step, **{f"test_{k}": v for k, v in test.items()}}
     return last
 

@@ -156,17 +156,27 @@ def test_sample_refuses_a_workdir_without_checkpoint(tmp_path):
     assert not (tmp_path / "o.png").exists()
 
 
-def test_train_on_4_devices_matches_1_device(tfds_dir, tmp_path):
-    """train.py shards each batch over a 4-device mesh; the numbers match the 1-device run
-    (to float tolerance: only the order of the gradient sums differs)."""
+def test_train_on_8_devices_sharded_and_pmap_matches_1_device(tfds_dir, tmp_path):
+    """train.py on 8 fake devices, sharding each batch over a mesh or under pmap: the numbers
+    match the 1-device run (to float tolerance: only the order of the gradient sums differs)."""
     short = ["--steps", "40", "--eval_every", "40", "--no_progress", "--data_dir", tfds_dir]
-    results = {n: run("train.py", "--workdir", tmp_path / f"w{n}", *short, devices=n) for n in (1, 4)}
-    for n, result in results.items():
+    runs = {"1": (1, []), "8-sharded": (8, []), "8-pmap": (8, ["--parallel", "pmap"])}
+    for name, (devices, extra) in runs.items():
+        result = run("train.py", "--workdir", tmp_path / name, *short, *extra, devices=devices)
         assert result.returncode == 0, result.stderr[-3000:]
-        assert f"{n} cpu device(s)" in result.stdout
-    one, four = (_metrics(str(tmp_path / f"w{n}"))[-1] for n in (1, 4))
+        assert f"{devices} cpu device(s)" in result.stdout
+    one = _metrics(str(tmp_path / "1"))[-1]
     assert one["test_nelbo"] < 300
-    np.testing.assert_allclose(four["test_nelbo"], one["test_nelbo"], rtol=1e-4)
+    for name in ("8-sharded", "8-pmap"):
+        np.testing.assert_allclose(_metrics(str(tmp_path / name))[-1]["test_nelbo"], one["test_nelbo"], rtol=1e-4)
+    from jaxae.checkpoints import load_model
+
+    import jax
+
+    _, a, _ = load_model(str(tmp_path / "1"))
+    _, b, _ = load_model(str(tmp_path / "8-pmap"))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-3, atol=1e-4)
 
 
 def test_kill_9_then_resume_equals_an_uninterrupted_run(tfds_dir, tmp_path):
@@ -244,3 +254,16 @@ def test_bad_evaluate_input(trained, tfds_dir, args, message):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_speed_benchmark_runs(tfds_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    result = run("benchmarks/speed.py", "--data_dir", tfds_dir, "--presets", "mlp_flax", "--batch_sizes", 32,
+                 "--steps_per_call", 5, "--seconds", 0.2, "--json", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out) as f:
+        report = json.load(f)
+    assert [r["preset"] for r in report["rows"]] == ["mlp_flax"]
+    for row in report["rows"]:
+        assert row["train_images_per_sec"] > 0 and 0 < row["fraction_of_peak"] < 1.5
+        assert row["train_flops_per_image"] > 1e6
