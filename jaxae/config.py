@@ -15,7 +15,14 @@ from typing import Any
 
 MODELS = ("vae", "beta_vae", "iwae", "cvae", "ae")
 INPUT_NOISE = ("none", "flip", "gaussian", "mask")
-ARCHS = ("mlp", "conv")
+ARCHS = ("mlp", "mlp_flax", "mlp_burda", "conv", "resnet")
+# MLP presets: the widths and nonlinearity they fix (they override --hidden_dims,
+# --top_hidden_dims and --activation). Latent sizes stay --latent_dim / --top_latent_dim
+# (Flax example: 20; Burda et al.: 50, or 100 and 50 with two stochastic layers).
+MLP_PRESETS = {
+    "mlp_flax": {"hidden_dims": (500,), "activation": "relu"},
+    "mlp_burda": {"hidden_dims": (200, 200), "top_hidden_dims": (100, 100), "activation": "tanh"},
+}
 ACTIVATIONS = ("relu", "tanh", "gelu", "softplus")
 LIKELIHOODS = ("bernoulli", "gaussian")
 BINARIZE = ("dynamic", "none")
@@ -51,7 +58,9 @@ class Config:
         then the numbers are not log-likelihoods). Ignored for data that is already
         binary, such as ``binarized_mnist``.
     Model:
-      model: model family; arch: encoder/decoder architecture.
+      model: model family; arch: encoder/decoder architecture: ``mlp`` (hidden_dims),
+        the presets ``mlp_flax`` and ``mlp_burda`` (MLP_PRESETS), ``conv`` (channels,
+        stride-2 stages) or ``resnet`` (the same stages with residual blocks).
       hidden_dims: MLP hidden layer widths (encoder; the decoder mirrors them).
       channels: conv feature widths per stride-2 stage.
       activation: hidden-layer nonlinearity (Burda et al. 2015 use tanh).
@@ -130,6 +139,12 @@ class Config:
     steps_per_call: int = 50
     max_nonfinite: int = 20
     parallel: str = "sharded"
+
+    def mlp_settings(self) -> tuple[tuple[int, ...], tuple[int, ...], str]:
+        """(hidden_dims, top_hidden_dims, activation) after applying an MLP preset."""
+        preset = MLP_PRESETS.get(self.arch, {})
+        return (preset.get("hidden_dims", self.hidden_dims), preset.get("top_hidden_dims", self.top_hidden_dims),
+                preset.get("activation", self.activation))
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)
@@ -215,7 +230,7 @@ def validate(config: Config) -> Config:
         _positive("epochs", c.epochs)
     if c.stochastic_layers not in (1, 2):
         raise ConfigError(f"--stochastic_layers must be 1 or 2, got {c.stochastic_layers}")
-    if c.stochastic_layers == 2 and c.arch != "mlp":
+    if c.stochastic_layers == 2 and not c.arch.startswith("mlp"):
         raise ConfigError(f"--stochastic_layers 2 is built for --arch mlp, got --arch {c.arch}")
     if c.stochastic_layers == 2 and c.model == "ae":
         raise ConfigError("--stochastic_layers 2 needs a stochastic model (vae, beta_vae, iwae, cvae), not ae")

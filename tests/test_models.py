@@ -16,6 +16,9 @@ BINARY_28 = InputSpec(image_shape=(28, 28, 1), num_classes=10, mode="binary")
     ("mlp", (28, 28, 1), "bernoulli"),
     ("conv", (28, 28, 1), "bernoulli"),
     ("conv", (32, 32, 3), "gaussian"),
+    ("resnet", (28, 28, 1), "bernoulli"),
+    ("resnet", (32, 32, 3), "gaussian"),
+    ("mlp_flax", (28, 28, 1), "bernoulli"),
 ])
 def test_shapes(arch, shape, likelihood):
     config = Config(arch=arch, likelihood=likelihood, latent_dim=7,
@@ -74,3 +77,17 @@ def test_conv_rejects_indivisible_image_sides():
     spec = InputSpec(image_shape=(30, 30, 1), num_classes=0, mode="binary")
     with pytest.raises(ConfigError, match="divisible by 4"):
         make_model(Config(arch="conv"), spec)
+
+
+def test_mlp_presets_fix_widths_and_activation():
+    model = make_model(Config(arch="mlp_burda", hidden_dims=(7,), latent_dim=50), BINARY_28)
+    params = model.init(jax.random.key(0))
+    assert params["encoder"]["Dense_0"]["kernel"].shape == (784, 200)
+    assert params["encoder"]["Dense_1"]["kernel"].shape == (200, 200)
+    assert model.net.encoder.activation == "tanh"
+    two = make_model(Config(arch="mlp_burda", stochastic_layers=2, latent_dim=100, top_latent_dim=50), BINARY_28)
+    params = two.init(jax.random.key(0))
+    assert params["z_encoder"]["Dense_0"]["kernel"].shape == (100, 100)
+    assert params["z_encoder"]["Dense_2"]["kernel"].shape == (100, 2 * 50)
+    flax_sizes = make_model(Config(arch="mlp_flax", latent_dim=20), BINARY_28).init(jax.random.key(0))
+    assert flax_sizes["decoder"]["Dense_0"]["kernel"].shape == (20, 500)

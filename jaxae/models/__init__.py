@@ -24,9 +24,10 @@ def make_model(config: Config, spec: InputSpec) -> AutoencoderModel:
         return AutoencoderModel(family=config.model, net=AutoencoderNet(encoder=encoder, decoder=decoder),
                                 likelihood=likelihood, spec=spec, latent_dim=config.latent_dim, settings=settings)
     top, bottom = config.top_latent_dim, config.latent_dim
+    _, top_hidden, act = config.mlp_settings()
     net = TwoLayerNet(x_encoder=encoder, x_decoder=decoder, bottom_dim=bottom,
-                      z_encoder=MLPEncoder(config.top_hidden_dims, top, config.activation),
-                      z_decoder=MLPEncoder(tuple(reversed(config.top_hidden_dims)), bottom, config.activation))
+                      z_encoder=MLPEncoder(top_hidden, top, act),
+                      z_decoder=MLPEncoder(tuple(reversed(top_hidden)), bottom, act))
     return AutoencoderModel(family=config.model, net=net, likelihood=likelihood, spec=spec, latent_dim=top,
                             settings=settings, noise_dim=bottom + top)
 

@@ -15,18 +15,19 @@ def make_encoder_decoder(config: Config, image_shape: tuple[int, int, int],
                          params_per_channel: int) -> tuple[nn.Module, nn.Module]:
     """Builds the encoder and decoder of ``config.arch`` for images of ``image_shape`` (H, W, C)."""
     out_shape = (*image_shape[:2], image_shape[2] * params_per_channel)
+    if config.arch.startswith("mlp"):
+        hidden, _, act = config.mlp_settings()
+        return (MLPEncoder(hidden, config.latent_dim, act), MLPDecoder(tuple(reversed(hidden)), out_shape, act))
     act = config.activation
-    if config.arch == "mlp":
-        return (MLPEncoder(config.hidden_dims, config.latent_dim, act),
-                MLPDecoder(tuple(reversed(config.hidden_dims)), out_shape, act))
     stride = 2 ** len(config.channels)
     height, width = image_shape[:2]
     if height % stride or width % stride:
         raise ConfigError(
-            f"--arch conv with {len(config.channels)} stride-2 stages needs image sides divisible "
+            f"--arch {config.arch} with {len(config.channels)} stride-2 stages needs image sides divisible "
             f"by {stride}; got {height}x{width} (use fewer --channels or --arch mlp)")
-    return (ConvEncoder(config.channels, config.latent_dim, act),
-            ConvDecoder(tuple(reversed(config.channels)), out_shape, act))
+    residual = config.arch == "resnet"
+    return (ConvEncoder(config.channels, config.latent_dim, act, residual),
+            ConvDecoder(tuple(reversed(config.channels)), out_shape, act, residual))
 
 
 __all__ = ["ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder", "make_encoder_decoder"]

@@ -1,4 +1,8 @@
-"""Convolutional encoder and decoder: stride-2 stages, then a dense bottleneck."""
+"""Convolutional encoder and decoder: stride-2 stages, then a dense bottleneck.
+
+With ``residual=True`` (``--arch resnet``) each stage's 3x3 convolution becomes a
+pre-activation residual block, x + conv(act(conv(act(x)))), as in ResNet-style VAEs.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,27 @@ from flax import linen as nn
 DENSE_WIDTH = 256
 
 
+class ResidualBlock(nn.Module):
+    """x + conv3x3(act(conv3x3(act(x)))), channels unchanged."""
+
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = getattr(nn, self.activation)
+        h = nn.Conv(x.shape[-1], (3, 3))(act(x))
+        return x + nn.Conv(x.shape[-1], (3, 3))(act(h))
+
+
+def _stage_conv(h: jax.Array, width: int, act, residual: bool, activation: str) -> jax.Array:
+    """The stride-1 part of a stage: a 3x3 conv + act, or a residual block after a width change."""
+    if not residual:
+        return act(nn.Conv(width, (3, 3))(h))
+    if h.shape[-1] != width:
+        h = nn.Conv(width, (1, 1))(h)
+    return ResidualBlock(activation)(h)
+
+
 class ConvEncoder(nn.Module):
     """(B, H, W, C) in [0, 1] and optional condition (B, K) -> (mean, logvar), each (B, latent_dim).
 
@@ -20,13 +45,14 @@ class ConvEncoder(nn.Module):
     channels: Sequence[int]
     latent_dim: int
     activation: str = "relu"
+    residual: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         act = getattr(nn, self.activation)
         h = 2.0 * x - 1.0
         for width in self.channels:
-            h = act(nn.Conv(width, (3, 3))(h))
+            h = _stage_conv(h, width, act, self.residual, self.activation)
             h = act(nn.Conv(width, (4, 4), strides=(2, 2))(h))
         h = h.reshape(h.shape[0], -1)
         if cond is not None:
@@ -42,6 +68,7 @@ class ConvDecoder(nn.Module):
     channels: Sequence[int]
     out_shape: tuple[int, int, int]
     activation: str = "relu"
+    residual: bool = False
 
     @nn.compact
     def __call__(self, z: jax.Array, cond: jax.Array | None = None) -> jax.Array:
@@ -53,5 +80,5 @@ class ConvDecoder(nn.Module):
         h = h.reshape(z.shape[0], height, width, self.channels[0])
         for width_out in self.channels:
             h = act(nn.ConvTranspose(width_out, (4, 4), strides=(2, 2))(h))
-            h = act(nn.Conv(width_out, (3, 3))(h))
+            h = _stage_conv(h, width_out, act, self.residual, self.activation)
         return nn.Conv(self.out_shape[2], (3, 3))(h)
