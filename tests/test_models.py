@@ -91,3 +91,14 @@ def test_mlp_presets_fix_widths_and_activation():
     assert params["z_encoder"]["Dense_2"]["kernel"].shape == (100, 2 * 50)
     flax_sizes = make_model(Config(arch="mlp_flax", latent_dim=20), BINARY_28).init(jax.random.key(0))
     assert flax_sizes["decoder"]["Dense_0"]["kernel"].shape == (20, 500)
+
+
+def test_upsample2x_is_depth_to_space():
+    from jaxae.nets.conv import upsample2x
+
+    x = jnp.arange(2 * 3 * 3 * 8, dtype=jnp.float32).reshape(2, 3, 3, 8)
+    y = upsample2x(x)
+    assert y.shape == (2, 6, 6, 2)
+    # Output pixel (2i + a, 2j + b) channel c comes from input (i, j) channel (a * 2 + b) * 2 + c.
+    for i, j, a, b, c in ((0, 0, 0, 0, 0), (1, 2, 1, 0, 1), (2, 1, 1, 1, 0)):
+        assert y[1, 2 * i + a, 2 * j + b, c] == x[1, i, j, (a * 2 + b) * 2 + c]
