@@ -33,12 +33,6 @@ def bits_per_dim(nats_per_image: float, num_dims: int) -> float:
     return nats_per_image / (num_dims * math.log(2.0))
 
 
-def _split_keys(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Each example's key -> (input key, latent key), as in the models' ``per_example``."""
-    fold = jax.vmap(jax.random.fold_in, (0, None))
-    return fold(keys, 0), fold(keys, 1)
-
-
 def iwae_log_likelihood(model, params, x: jax.Array, keys: jax.Array, num_samples: int,
                         chunk: int, cond: jax.Array | None = None) -> jax.Array:
     """IWAE estimate of log p(x) per example: log (1/k) sum_k w_k, with k = num_samples.
@@ -74,14 +68,13 @@ def _full_eval_batch(model, params, batch, rng, offset, num_samples, chunk):
     images, labels = batch["image"], batch.get("label")
     keys = example_keys(rng, images.shape[0], offset)
     terms = model.per_example(params, batch, keys, kl_per_dim=True)
-    input_keys, latent_keys = _split_keys(keys)
-    x = to_model_input(images, input_keys, model.spec)
+    x = model.model_input(images, keys)
     mean, _ = model.posterior(params, x, labels)
     recon_mean = model.decode_mean(params, mean, labels)
     out = dict(terms, mse=jnp.sum(jnp.square(recon_mean - x), axis=(1, 2, 3)), posterior_mean=mean)
     if not model.deterministic:
         if num_samples:
-            out["log_px_iwae"] = iwae_log_likelihood(model, params, x, latent_keys, num_samples, chunk,
+            out["log_px_iwae"] = iwae_log_likelihood(model, params, x, model.latent_keys(keys), num_samples, chunk,
                                                      model.condition(labels))
     return out
 

@@ -177,6 +177,10 @@ class AutoencoderModel:
         cond = jnp.zeros((1, self.spec.num_classes)) if self.conditional else None
         return self.net.init(rng, x, jnp.zeros((1, self.eps_dim)), cond)["params"]
 
+    def latent_keys(self, keys: jax.Array) -> jax.Array:
+        """Per-example keys (B,) -> the keys that draw z (fold 1), as in training and per_example."""
+        return _fold(keys, 1)
+
     def model_input(self, images: jax.Array, keys: jax.Array) -> jax.Array:
         """uint8 images -> the float input the likelihood scores (per-example key fold 0)."""
         return to_model_input(images, _fold(keys, 0), self.spec)
@@ -185,7 +189,7 @@ class AutoencoderModel:
         x = self.model_input(batch["image"], keys)
         x_in = corrupt(x, _fold(keys, 2), self.settings.input_noise, self.settings.noise_level) if noisy else x
         cond = self.condition(batch.get("label"))
-        eps_keys = _fold(keys, 1)
+        eps_keys = self.latent_keys(keys)
         eps = (jnp.zeros((x.shape[0], self.eps_dim)) if self.deterministic else
                jax.vmap(lambda k: jax.random.normal(k, (self.eps_dim,)))(eps_keys))
         out, kl_per_dim, code = self.net.apply({"params": params}, x_in, eps, cond)
@@ -217,7 +221,8 @@ class AutoencoderModel:
         metrics = {"nelbo": jnp.mean(terms["nelbo"]), "recon": jnp.mean(terms["recon"]),
                    "kl": jnp.mean(terms["kl"])}
         if self.family == "iwae":
-            log_w = self.log_importance_weights(params, terms["x"], _fold(keys, 1), settings.num_importance_samples,
+            log_w = self.log_importance_weights(params, terms["x"], self.latent_keys(keys),
+                                                settings.num_importance_samples,
                                                 cond=terms["cond"], x_in=terms["x_in"])
             loss = objectives.iwae_loss(log_w)
         else:
