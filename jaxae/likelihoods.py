@@ -18,20 +18,29 @@ import math
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxae.config import Config
 
 
 @dataclasses.dataclass(frozen=True)
 class Bernoulli:
-    """Independent Bernoulli per pixel; the decoder emits logits."""
+    """Independent Bernoulli per pixel; the decoder emits logits l.
 
+    binary_targets: the targets are exactly 0 or 1 (binarized data), so
+    log p(x|l) = log sigmoid((2x - 1) l): one transcendental per pixel, exact. Otherwise
+    (grey levels in [0, 1] scored as soft targets) x log sigmoid(l) + (1 - x) log sigmoid(-l)
+    = x l + log sigmoid(-l). Both are ~4x faster on CPU than the textbook two-log form, which
+    matters for the IWAE bound (k = 5000 decoder outputs per image).
+    """
+
+    binary_targets: bool = True
     params_per_channel: int = 1
 
     def log_prob(self, out: jax.Array, x: jax.Array) -> jax.Array:
         """out, x: (..., H, W, C) logits and targets in [0, 1] (broadcastable) -> (...) nats."""
-        return -jnp.sum(optax.sigmoid_binary_cross_entropy(out, x), axis=(-3, -2, -1))
+        if self.binary_targets:
+            return jnp.sum(jax.nn.log_sigmoid((2.0 * x - 1.0) * out), axis=(-3, -2, -1))
+        return jnp.sum(x * out + jax.nn.log_sigmoid(-out), axis=(-3, -2, -1))
 
     def mean(self, out: jax.Array) -> jax.Array:
         """(B, H, W, C) logits -> (B, H, W, C) probabilities in [0, 1]."""
@@ -74,5 +83,5 @@ Likelihood = Bernoulli | Gaussian
 
 def make_likelihood(config: Config) -> Likelihood:
     if config.likelihood == "bernoulli":
-        return Bernoulli()
+        return Bernoulli(binary_targets=config.binarize != "none")
     return Gaussian(scale=config.gaussian_scale)

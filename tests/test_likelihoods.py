@@ -12,7 +12,17 @@ def test_bernoulli_log_prob_by_hand():
     sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
     hand = math.log(0.5) + math.log(sig(2.0)) + math.log(1 - sig(-1.0)) + math.log(1 - sig(3.0))
     np.testing.assert_allclose(Bernoulli().log_prob(logits, x), [hand], rtol=1e-6)
+    np.testing.assert_allclose(Bernoulli(binary_targets=False).log_prob(logits, x), [hand], rtol=1e-6)
     np.testing.assert_allclose(Bernoulli().mean(jnp.zeros((1, 2, 2, 1))), 0.5)
+
+
+def test_bernoulli_soft_targets_are_the_cross_entropy():
+    logits = jnp.array([0.5, -2.0, 4.0, -0.3]).reshape(1, 2, 2, 1)
+    x = jnp.array([0.2, 0.9, 0.5, 0.0]).reshape(1, 2, 2, 1)
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    hand = sum(t * math.log(sig(v)) + (1 - t) * math.log(1 - sig(v))
+               for v, t in zip([0.5, -2.0, 4.0, -0.3], [0.2, 0.9, 0.5, 0.0]))
+    np.testing.assert_allclose(Bernoulli(binary_targets=False).log_prob(logits, x), [hand], rtol=1e-6)
 
 
 def test_gaussian_fixed_scale_is_a_log_likelihood_of_8bit_data():
