@@ -21,8 +21,12 @@ MODES = ("interpolate", "traverse", "reconstruct", "denoise")
 def _check_args(args) -> None:
     if not 0 < args.num_samples <= 100_000:
         raise ConfigError(f"--num_samples must be in 1..100000, got {args.num_samples}")
-    if not args.temperature > 0:
-        raise ConfigError(f"--temperature must be > 0, got {args.temperature}")
+    try:
+        args.temperature = [float(t) for t in args.temperature.split(",")]
+    except ValueError:
+        raise ConfigError(f"--temperature {args.temperature!r} is not a number or a comma-separated list") from None
+    if not all(t > 0 for t in args.temperature):
+        raise ConfigError(f"--temperature values must be > 0, got {args.temperature}")
     if not args.output.lower().endswith(".png"):
         raise ConfigError(f"--output {args.output!r} must end in .png")
     if args.save_array is not None and not args.save_array.endswith(".npy"):
@@ -88,14 +92,29 @@ def _read_noisy(path: str, model):
     return np.round(np.clip(array, 0.0, 1.0) * scale).astype(np.uint8)
 
 
+def _temperature(model, values: list[float]):
+    """--temperature values -> a scalar, or for hvae a per-dimension scale of the prior noise."""
+    if model.family != "hvae" or len(values) == 1:
+        if len(values) != 1:
+            raise ConfigError(f"--temperature takes one value for {model.family}; per-group lists are for hvae")
+        return values[0]
+    from jaxae.models.hvae import group_temperatures
+
+    try:
+        return group_temperatures(model.net.arch, values)
+    except ValueError as e:
+        raise ConfigError(f"--temperature: {e}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = cli.ArgumentParser(description=__doc__, formatter_class=cli.argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True, help="a train.py work directory")
     parser.add_argument("--num_samples", type=int, default=64, help="images to draw (default: 64)")
     parser.add_argument("--output", default="samples.png", help="PNG grid to write (default: samples.png)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents (default: 0)")
-    parser.add_argument("--temperature", type=float, default=1.0,
-                        help="scale of the prior latents (default: 1.0)")
+    parser.add_argument("--temperature", default="1.0",
+                        help="scale of the prior latents; for hvae one value or one per latent group, "
+                             "coarsest first, comma-separated (default: 1.0)")
     parser.add_argument("--prior", choices=("standard", "fitted"), default=None,
                         help="standard N(0, I), or the density fitted to the training codes "
                              "(default: fitted for ae, standard otherwise)")
@@ -167,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
             raise ConfigError("an ae has no standard prior: use --prior fitted")
         labels, per_class = _labels(args.label, model, args.num_samples)
         num = args.num_samples if labels is None else len(labels)
-        out = sampling.sample_prior(model, params, jax.random.key(args.seed), num, args.temperature, labels, prior)
+        out = sampling.sample_prior(model, params, jax.random.key(args.seed), num,
+                                    _temperature(model, args.temperature), labels, prior)
         num_cols = per_class or 8
     out = np.asarray(out)
     images.save_png(args.output, out, num_cols=num_cols)

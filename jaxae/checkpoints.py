@@ -118,7 +118,8 @@ def load_input_spec(workdir: str) -> InputSpec:
 
 
 def load_model(workdir: str):
-    """Rebuilds the model of a train.py work directory and restores its newest parameters.
+    """Rebuilds the model of a train.py work directory and restores its newest parameters
+    (their moving average when the run kept one, ``--ema_decay``).
 
     Returns (model, params, step). ConfigError when the directory holds no usable run.
     """
@@ -132,7 +133,8 @@ def load_model(workdir: str):
         raise ConfigError(f"cannot build the model saved in {workdir!r}: {e}") from None
     import jax
 
-    state = create_train_state(model, make_optimizer(config, config.steps), jax.random.key(0))
+    state = create_train_state(model, make_optimizer(config, config.steps), jax.random.key(0),
+                               ema=config.ema_decay > 0)
     if not os.path.isdir(checkpoint_dir(workdir)):
         raise ConfigError(f"--workdir {workdir!r} holds no checkpoint; train a model there with train.py first")
     checkpointer = Checkpointer(workdir, create=False)
@@ -141,4 +143,4 @@ def load_model(workdir: str):
     if restored is None:
         raise ConfigError(f"--workdir {workdir!r} holds no readable checkpoint in {checkpoint_dir(workdir)!r}")
     step, state = restored
-    return model, state.params, step
+    return model, state.eval_params(), step

@@ -51,6 +51,8 @@ HELP = {
     "lr_schedule": "learning-rate schedule",
     "warmup_steps": "linear warm-up steps",
     "grad_clip": "clip gradients to this global norm (0: off)",
+    "skip_threshold": "skip (and count) updates whose gradient norm exceeds this (0: off)",
+    "ema_decay": "evaluate and sample with an exponential moving average of the params (0: off)",
     "seed": "seed of all randomness",
     "eval_every": "evaluate every N steps",
     "checkpoint_every": "checkpoint every N steps",

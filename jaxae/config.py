@@ -13,9 +13,21 @@ import json
 import os
 from typing import Any
 
-MODELS = ("vae", "beta_vae", "iwae", "cvae", "ae")
+MODELS = ("vae", "beta_vae", "iwae", "cvae", "ae", "hvae")
 INPUT_NOISE = ("none", "flip", "gaussian", "mask")
-ARCHS = ("mlp", "mlp_flax", "mlp_burda", "conv", "resnet")
+# Hierarchical VAE presets (``--model hvae``; jaxae/models/hvae.py): residual width, block
+# bottleneck width, latent channels per group, and stages (resolution, encoder blocks,
+# latent groups) from the image resolution down. hvae_mnist is for 28x28 images, the
+# cifar presets for 32x32 (hvae_cifar_small is sized for a CPU; hvae_cifar for a GPU).
+HVAE_PRESETS = {
+    "hvae_mnist": {"width": 64, "bottleneck": 16, "zdim": 8,
+                   "stages": ((28, 1, 1), (14, 2, 3), (7, 2, 3), (1, 2, 2))},
+    "hvae_cifar_small": {"width": 64, "bottleneck": 16, "zdim": 8,
+                         "stages": ((32, 2, 1), (16, 2, 2), (8, 2, 3), (4, 2, 3), (1, 2, 2))},
+    "hvae_cifar": {"width": 256, "bottleneck": 64, "zdim": 16,
+                   "stages": ((32, 4, 4), (16, 6, 6), (8, 6, 6), (4, 4, 4), (1, 2, 2))},
+}
+ARCHS = ("mlp", "mlp_flax", "mlp_burda", "conv", "resnet", *HVAE_PRESETS)
 # MLP presets: the widths and nonlinearity they fix (they override --hidden_dims,
 # --top_hidden_dims and --activation). Latent sizes stay --latent_dim / --top_latent_dim
 # (Flax example: 20; Burda et al.: 50, or 100 and 50 with two stochastic layers).
@@ -60,7 +72,8 @@ class Config:
     Model:
       model: model family; arch: encoder/decoder architecture: ``mlp`` (hidden_dims),
         the presets ``mlp_flax`` and ``mlp_burda`` (MLP_PRESETS), ``conv`` (channels,
-        stride-2 stages) or ``resnet`` (the same stages with residual blocks).
+        stride-2 stages) or ``resnet`` (the same stages with residual blocks); the
+        hierarchical ``--model hvae`` takes one of HVAE_PRESETS.
       hidden_dims: MLP hidden layer widths (encoder; the decoder mirrors them).
       channels: conv feature widths per stride-2 stage.
       activation: hidden-layer nonlinearity (Burda et al. 2015 use tanh).
@@ -86,7 +99,11 @@ class Config:
       steps: number of training steps (``epochs`` overrides it when set).
       batch_size: global batch size; learning_rate: Adam's peak learning rate;
       lr_schedule: ``constant`` or ``cosine`` decay to 0 after ``warmup_steps``
-      linear warm-up; grad_clip: global-norm clipping threshold (0: off).
+      linear warm-up; grad_clip: global-norm clipping threshold (0: off);
+      skip_threshold: skip (and count) updates whose gradient global norm exceeds
+      this (0: off; VDVAE's stabiliser against rare huge gradients); ema_decay:
+      keep an exponential moving average of the parameters with this decay and
+      evaluate and sample with it (0: off; e.g. 0.999).
     Bookkeeping:
       seed: the one seed all randomness derives from; eval_every,
       checkpoint_every: in steps; keep_checkpoints: how many to keep;
@@ -131,6 +148,8 @@ class Config:
     lr_schedule: str = "constant"
     warmup_steps: int = 0
     grad_clip: float = 0.0
+    skip_threshold: float = 0.0
+    ema_decay: float = 0.0
 
     seed: int = 0
     eval_every: int = 1000
@@ -215,8 +234,8 @@ def validate(config: Config) -> Config:
     _positive("num_importance_samples", c.num_importance_samples)
     if c.num_importance_samples > 1 and c.model != "iwae":
         raise ConfigError(f"--num_importance_samples {c.num_importance_samples} needs --model iwae")
-    if c.beta != 1.0 and c.model not in ("vae", "beta_vae", "cvae"):
-        raise ConfigError(f"--beta weights the KL of vae, beta_vae and cvae; --model {c.model} does not use it")
+    if c.beta != 1.0 and c.model not in ("vae", "beta_vae", "cvae", "hvae"):
+        raise ConfigError(f"--beta weights the KL of vae, beta_vae, cvae and hvae; --model {c.model} does not use it")
     if c.input_noise != "none" and not 0 < c.noise_level <= (10.0 if c.input_noise == "gaussian" else 1.0):
         raise ConfigError(f"--noise_level must be in (0, {10 if c.input_noise == 'gaussian' else 1}] "
                           f"with --input_noise {c.input_noise}, got {c.noise_level}")
@@ -239,6 +258,15 @@ def validate(config: Config) -> Config:
         dims = getattr(c, name)
         if not dims or any(int(d) <= 0 for d in dims):
             raise ConfigError(f"--{name} must be a non-empty list of positive widths, got {list(dims)}")
+    if (c.model == "hvae") != (c.arch in HVAE_PRESETS):
+        raise ConfigError(f"--model hvae needs an --arch of {', '.join(HVAE_PRESETS)} and those presets need "
+                          f"--model hvae; got --model {c.model} --arch {c.arch}")
+    if c.model == "hvae" and c.stochastic_layers != 1:
+        raise ConfigError("--model hvae sets its own hierarchy; leave --stochastic_layers at 1")
+    if c.skip_threshold < 0:
+        raise ConfigError(f"--skip_threshold must be >= 0 (0 disables skipping), got {c.skip_threshold}")
+    if not 0 <= c.ema_decay < 1:
+        raise ConfigError(f"--ema_decay must be in [0, 1) (0 disables the average), got {c.ema_decay}")
     if c.warmup_steps < 0:
         raise ConfigError(f"--warmup_steps must be >= 0, got {c.warmup_steps}")
     if c.grad_clip < 0:

@@ -12,16 +12,18 @@ from jaxae.priors import FittedPrior
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
-def sample_prior(model, params, rng: jax.Array, num_samples: int, temperature: float = 1.0,
+def sample_prior(model, params, rng: jax.Array, num_samples: int, temperature: float | jax.Array = 1.0,
                  labels: jax.Array | None = None, prior: FittedPrior | None = None) -> jax.Array:
     """Decodes latents into mean images, float32 (num_samples, H, W, C) in [0, 1].
 
-    Latents: z ~ N(0, temperature^2 I), or from a fitted prior (jaxae.priors) with its
-    covariance scaled by temperature^2. ``labels`` (num_samples,) pick the classes of a
+    Latents: z ~ N(0, temperature^2 I) of size ``model.prior_dim``, or from a fitted
+    prior (jaxae.priors) with its covariance scaled by temperature^2. ``temperature``
+    may be a (prior_dim,) vector (per-group temperatures of ``hvae``, see
+    ``hvae.group_temperatures``). ``labels`` (num_samples,) pick the classes of a
     conditional model.
     """
     if prior is None:
-        z = temperature * jax.random.normal(rng, (num_samples, model.latent_dim))
+        z = temperature * jax.random.normal(rng, (num_samples, model.prior_dim))
     else:
         z = priors.sample(prior, rng, num_samples, temperature)
     return model.decode_mean(params, z, labels)

@@ -134,7 +134,7 @@ def test_changed_config_on_existing_workdir_is_refused_untouched(trained, tfds_d
 @pytest.mark.parametrize("args,message", [
     (["--workdir", "/no/such/run"], "holds no config.json"),
     (["--num_samples", "0"], "--num_samples must be in 1..100000"),
-    (["--temperature", "-1"], "--temperature must be > 0"),
+    (["--temperature", "-1"], "--temperature values must be > 0"),
     (["--output", "x.jpg"], "must end in .png"),
 ])
 def test_bad_sample_input(trained, tmp_path, args, message):

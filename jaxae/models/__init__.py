@@ -3,9 +3,10 @@ training, checkpointing, evaluation and sampling are shared (see jaxae.training)
 
 from __future__ import annotations
 
-from jaxae.config import Config, ConfigError
+from jaxae.config import HVAE_PRESETS, Config, ConfigError
 from jaxae.data import InputSpec
 from jaxae.models.autoencoder import AutoencoderModel, AutoencoderNet, TwoLayerNet
+from jaxae.models.hvae import HierarchicalNet, HVAEArch
 from jaxae.nets import MLPEncoder
 from jaxae.objectives import ObjectiveSettings
 
@@ -18,8 +19,17 @@ def make_model(config: Config, spec: InputSpec) -> AutoencoderModel:
     if config.model == "cvae" and spec.num_classes < 2:
         raise ConfigError(f"--model cvae needs a labelled dataset; {config.dataset!r} has no class labels")
     likelihood = make_likelihood(config)
-    encoder, decoder = make_encoder_decoder(config, spec.image_shape, likelihood.params_per_channel)
     settings = ObjectiveSettings.from_config(config)
+    if config.model == "hvae":
+        arch = HVAEArch(**HVAE_PRESETS[config.arch])
+        try:
+            arch.check(spec.image_shape)
+        except ValueError as e:
+            raise ConfigError(f"--arch {config.arch}: {e}") from None
+        net = HierarchicalNet(arch=arch, out_channels=spec.image_shape[2] * likelihood.params_per_channel)
+        return AutoencoderModel(family="hvae", net=net, likelihood=likelihood, spec=spec, latent_dim=arch.top_dim,
+                                settings=settings, noise_dim=arch.noise_dim)
+    encoder, decoder = make_encoder_decoder(config, spec.image_shape, likelihood.params_per_channel)
     if config.stochastic_layers == 1:
         return AutoencoderModel(family=config.model, net=AutoencoderNet(encoder=encoder, decoder=decoder),
                                 likelihood=likelihood, spec=spec, latent_dim=config.latent_dim, settings=settings)
@@ -32,4 +42,4 @@ def make_model(config: Config, spec: InputSpec) -> AutoencoderModel:
                             settings=settings, noise_dim=bottom + top)
 
 
-__all__ = ["AutoencoderModel", "AutoencoderNet", "TwoLayerNet", "make_model"]
+__all__ = ["AutoencoderModel", "AutoencoderNet", "HVAEArch", "HierarchicalNet", "TwoLayerNet", "make_model"]

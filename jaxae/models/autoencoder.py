@@ -13,6 +13,8 @@ Families (``Config.model``):
   p(z) = N(0, I); samples are drawn for a chosen class.
 - ``ae``: deterministic code z = encoder mean; loss = -log p(x|z) + code_l2 ||z||^2.
   Sampling uses a density fitted to the training codes (jaxae.priors).
+- ``hvae``: the hierarchical network of jaxae.models.hvae with the ELBO (closed-form KL
+  per latent group; ``beta``, warm-up and free bits act per group).
 
 Any family can be trained as a denoiser: ``input_noise`` corrupts the encoder's input
 only, the likelihood scores the clean image.
@@ -144,16 +146,22 @@ class AutoencoderModel:
     """
 
     family: str
-    net: AutoencoderNet | TwoLayerNet
+    net: nn.Module  # AutoencoderNet, TwoLayerNet or hvae.HierarchicalNet
     likelihood: Likelihood
     spec: InputSpec
     latent_dim: int
     settings: objectives.ObjectiveSettings
-    noise_dim: int = 0  # Size of eps: latent_dim for one stochastic layer, D1 + D2 for two.
+    noise_dim: int = 0  # Size of eps: latent_dim for one stochastic layer, D1 + D2 for two, all groups' for hvae.
 
     @property
     def eps_dim(self) -> int:
         return self.noise_dim or self.latent_dim
+
+    @property
+    def prior_dim(self) -> int:
+        """Size of the N(0, I) vector ``decode_mean`` turns into a prior sample: the code
+        (latent_dim), or for ``hvae`` the noise of every group (ancestral sampling)."""
+        return self.eps_dim if self.family == "hvae" else self.latent_dim
 
     @property
     def deterministic(self) -> bool:
@@ -229,6 +237,8 @@ class AutoencoderModel:
             weight = objectives.kl_weight(step, settings.beta, settings.kl_warmup_steps)
             loss = objectives.elbo_loss(terms["recon"], terms["kl_per_dim"], weight, settings.free_bits)
             metrics["kl_weight"] = weight
+            if self.family == "hvae":  # KL of each latent group, coarsest first.
+                metrics.update({f"kl_group{g}": v for g, v in enumerate(jnp.mean(terms["kl_per_dim"], axis=0))})
         return loss, dict(metrics, loss=loss)
 
     def log_importance_weights(self, params: Params, x: jax.Array, keys: jax.Array, num_samples: int,
