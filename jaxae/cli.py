@@ -36,6 +36,7 @@ HELP = {
     "top_hidden_dims": "MLP widths between z1 and z2, comma-separated",
     "likelihood": "pixel likelihood p(x|z)",
     "gaussian_scale": "fixed std of the Gaussian likelihood on [0, 1] pixels (default: learned)",
+    "num_mixtures": "mixture components of --likelihood logistic_mixture",
     "beta": "KL weight (beta_vae; 1 = VAE)",
     "kl_warmup_steps": "KL weight rises linearly from 0 over N steps",
     "free_bits": "nats per latent dim of KL that are free (batch-averaged)",

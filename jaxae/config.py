@@ -24,7 +24,7 @@ MLP_PRESETS = {
     "mlp_burda": {"hidden_dims": (200, 200), "top_hidden_dims": (100, 100), "activation": "tanh"},
 }
 ACTIVATIONS = ("relu", "tanh", "gelu", "softplus")
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "logistic_mixture")
 BINARIZE = ("dynamic", "none")
 LR_SCHEDULES = ("constant", "cosine")
 PARALLEL = ("sharded", "pmap")
@@ -67,9 +67,12 @@ class Config:
       latent_dim: size of the Gaussian latent z (of z1, the bottom layer, with two).
       stochastic_layers: 1, or 2 for Burda et al.'s x <-> z1 <-> z2 (MLP only); then
       top_latent_dim is z2's size and top_hidden_dims the widths between z1 and z2.
-      likelihood: ``bernoulli`` or ``gaussian`` (8-bit data, uniformly dequantized).
+      likelihood: ``bernoulli``, ``gaussian`` (8-bit data, uniformly dequantized) or
+        ``logistic_mixture`` (8-bit data: a discretized mixture of logistics per pixel,
+        PixelCNN++-style, an exact discrete likelihood; see jaxae/likelihoods.py).
       gaussian_scale: fixed standard deviation of the Gaussian likelihood on the
         [0, 1] pixel scale, or None to learn one per pixel.
+      num_mixtures: mixture components of ``logistic_mixture``.
     Objective (see jaxae/objectives.py):
       beta: weight of the KL term (``beta_vae``; 1 is the VAE); kl_warmup_steps: the KL
       weight rises linearly from 0 to beta over this many steps; free_bits: nats per
@@ -114,6 +117,7 @@ class Config:
     top_hidden_dims: tuple[int, ...] = (100, 100)
     likelihood: str = "bernoulli"
     gaussian_scale: float | None = None
+    num_mixtures: int = 10
 
     beta: float = 1.0
     kl_warmup_steps: int = 0
@@ -245,9 +249,10 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"--grad_clip must be >= 0 (0 disables clipping), got {c.grad_clip}")
     if c.gaussian_scale is not None:
         _positive("gaussian_scale", c.gaussian_scale)
-    if c.likelihood == "gaussian" and c.binarize != "none":
-        raise ConfigError("--likelihood gaussian scores 8-bit grey levels; use it with --binarize none")
-    limits = {"batch_size": 1 << 16, "latent_dim": 1 << 14, "steps": 1 << 31}
+    _positive("num_mixtures", c.num_mixtures)
+    if c.likelihood in ("gaussian", "logistic_mixture") and c.binarize != "none":
+        raise ConfigError(f"--likelihood {c.likelihood} scores 8-bit grey levels; use it with --binarize none")
+    limits = {"batch_size": 1 << 16, "latent_dim": 1 << 14, "steps": 1 << 31, "num_mixtures": 1 << 10}
     for name, limit in limits.items():
         if getattr(c, name) > limit:
             raise ConfigError(f"--{name} {getattr(c, name)} is absurdly large (at most {limit})")

@@ -131,8 +131,9 @@ def input_spec(config: Config, builder, train: Split) -> InputSpec:
     label = builder.info.features["label"] if "label" in builder.info.features else None
     num_classes = int(getattr(label, "num_classes", 0) or 0)
     if int(train.images.max(initial=0)) <= 1:
-        if config.likelihood == "gaussian":
-            raise ConfigError(f"--dataset {config.dataset!r} is binary; --likelihood gaussian needs 8-bit images")
+        if config.likelihood in ("gaussian", "logistic_mixture"):
+            raise ConfigError(f"--dataset {config.dataset!r} is binary; --likelihood {config.likelihood} "
+                              "needs 8-bit images")
         mode = "binary"
     elif config.likelihood == "gaussian":
         mode = "dequantize"

@@ -18,12 +18,14 @@ BINARY_28 = InputSpec(image_shape=(28, 28, 1), num_classes=10, mode="binary")
     ("conv", (32, 32, 3), "gaussian"),
     ("resnet", (28, 28, 1), "bernoulli"),
     ("resnet", (32, 32, 3), "gaussian"),
+    ("conv", (32, 32, 3), "logistic_mixture"),
     ("mlp_flax", (28, 28, 1), "bernoulli"),
 ])
 def test_shapes(arch, shape, likelihood):
     config = Config(arch=arch, likelihood=likelihood, latent_dim=7,
-                    binarize="none" if likelihood == "gaussian" else "dynamic")
-    spec = InputSpec(image_shape=shape, num_classes=10, mode="dequantize" if likelihood == "gaussian" else "binary")
+                    binarize="dynamic" if likelihood == "bernoulli" else "none")
+    mode = {"bernoulli": "binary", "gaussian": "dequantize", "logistic_mixture": "grey"}[likelihood]
+    spec = InputSpec(image_shape=shape, num_classes=10, mode=mode)
     model = make_model(config, spec)
     params = model.init(jax.random.key(0))
     images = jnp.zeros((5, *shape), jnp.uint8)

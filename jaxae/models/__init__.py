@@ -18,7 +18,7 @@ def make_model(config: Config, spec: InputSpec) -> AutoencoderModel:
     if config.model == "cvae" and spec.num_classes < 2:
         raise ConfigError(f"--model cvae needs a labelled dataset; {config.dataset!r} has no class labels")
     likelihood = make_likelihood(config)
-    encoder, decoder = make_encoder_decoder(config, spec.image_shape, likelihood.params_per_channel)
+    encoder, decoder = make_encoder_decoder(config, spec.image_shape, likelihood.output_channels(spec.image_shape[2]))
     settings = ObjectiveSettings.from_config(config)
     if config.stochastic_layers == 1:
         return AutoencoderModel(family=config.model, net=AutoencoderNet(encoder=encoder, decoder=decoder),
