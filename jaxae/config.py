@@ -50,7 +50,10 @@ class Config:
       data_dir: TFDS data directory (None: TFDS's default).
       manual_dir: folder holding already-downloaded source files, so TFDS prepares
         the dataset without network access.
-      eval_split: TFDS split used for evaluation.
+      train_split, eval_split: TFDS splits to train on and to evaluate on; any TFDS
+        split expression, so a validation set can be held out of the training data
+        (``train[:45000]`` and ``train[45000:]``). An eval split that is a slice of the
+        whole training split is refused.
       binarize: ``dynamic`` draws a fresh Bernoulli binarization of 8-bit images at
         every training step and a fixed one (seed-independent) for evaluation, so
         the Bernoulli likelihood is a real likelihood; ``none`` scores grey levels
@@ -103,6 +106,7 @@ class Config:
     dataset: str = "mnist_5k"
     data_dir: str | None = None
     manual_dir: str | None = None
+    train_split: str = "train"
     eval_split: str = "test"
     binarize: str = "dynamic"
 
@@ -202,6 +206,13 @@ def validate(config: Config) -> Config:
     c = config
     if not isinstance(c.dataset, str) or not c.dataset:
         raise ConfigError("--dataset must be a TFDS dataset name, e.g. mnist_5k, mnist, binarized_mnist")
+    for name in ("train_split", "eval_split"):
+        if not isinstance(getattr(c, name), str) or not getattr(c, name).strip():
+            raise ConfigError(f"--{name} must be a TFDS split such as train, test or 'train[45000:]'")
+    base = c.eval_split.split("[", 1)[0].strip()
+    if "[" in c.eval_split and base == c.train_split.strip():
+        raise ConfigError(f"--eval_split {c.eval_split!r} is part of --train_split {c.train_split!r}; hold it out, "
+                          f"e.g. --train_split '{base}[:45000]' --eval_split '{base}[45000:]'")
     _choice("model", c.model, MODELS)
     _choice("arch", c.arch, ARCHS)
     _choice("activation", c.activation, ACTIVATIONS)
