@@ -45,6 +45,7 @@ HELP = {
     "code_l2": "L2 penalty on the code (ae)",
     "input_noise": "corrupt the encoder input only (denoising)",
     "noise_level": "flip/mask probability or Gaussian std of --input_noise",
+    "hflip": "flip training images left-right at random (augmentation; never in evaluation)",
     "latent_mixture": "Gaussian-mixture components fitted to the codes after training (0: one Gaussian)",
     "steps": "training steps",
     "epochs": "training epochs (overrides --steps)",
@@ -96,6 +97,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(Config):
         choices = getattr(config_module, CHOICES[field.name]) if field.name in CHOICES else None
         default = field.default
+        if field.type == "bool":  # --name / --no-name
+            parser.add_argument(f"--{field.name}", action=argparse.BooleanOptionalAction, default=default,
+                                help=f"{HELP[field.name]} (default: {default})")
+            continue
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         parser.add_argument(f"--{field.name}", type=_PARSERS[field.type], default=default, choices=choices,
                             metavar=None if choices else field.name.upper(),

@@ -86,6 +86,8 @@ class Config:
       (Bernoulli pixel flips with probability noise_level), ``gaussian`` (additive,
       std noise_level, clipped to [0, 1]) or ``mask`` (pixels zeroed with probability
       noise_level).
+      hflip: flip each training image left-right with probability 1/2 (data
+      augmentation, training only: evaluation never flips).
       latent_mixture: components of the Gaussian mixture fitted to the training codes
       after training (0: one full-covariance Gaussian), for ``sample.py --prior fitted``.
     Optimization:
@@ -130,6 +132,7 @@ class Config:
     code_l2: float = 0.0
     input_noise: str = "none"
     noise_level: float = 0.0
+    hflip: bool = False
     latent_mixture: int = 0
 
     steps: int = 6000
@@ -235,6 +238,8 @@ def validate(config: Config) -> Config:
     if c.input_noise != "none" and not 0 < c.noise_level <= (10.0 if c.input_noise == "gaussian" else 1.0):
         raise ConfigError(f"--noise_level must be in (0, {10 if c.input_noise == 'gaussian' else 1}] "
                           f"with --input_noise {c.input_noise}, got {c.noise_level}")
+    if not isinstance(c.hflip, bool):
+        raise ConfigError(f"--hflip must be true or false, got {c.hflip!r}")
     if c.input_noise == "none" and c.noise_level:
         raise ConfigError(f"--noise_level {c.noise_level} needs --input_noise flip, gaussian or mask")
     for name in ("latent_dim", "steps", "batch_size", "eval_every", "checkpoint_every",

@@ -196,6 +196,12 @@ def corrupt(x: jax.Array, keys: jax.Array, kind: str, level: float) -> jax.Array
     raise ValueError(f"unknown corruption {kind!r}")
 
 
+def random_hflip(x: jax.Array, keys: jax.Array) -> jax.Array:
+    """Flips each example of x (B, H, W, C) left-right with probability 1/2; keys: one per example (B,)."""
+    flip = jax.vmap(jax.random.bernoulli)(keys)
+    return jnp.where(flip[:, None, None, None], x[:, :, ::-1], x)
+
+
 def example_keys(rng: jax.Array, batch_size: int, offset: jax.Array | int = 0,
                  axis_name: str | None = None) -> jax.Array:
     """One PRNG key per example: fold_in(rng, global index of the example in the batch).
