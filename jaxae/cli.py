@@ -23,7 +23,8 @@ HELP = {
     "dataset": "TFDS image dataset name (mnist_5k is embedded and offline)",
     "data_dir": "TFDS data directory (default: TFDS's own)",
     "manual_dir": "folder with the dataset's downloaded source files, to prepare it offline",
-    "eval_split": "TFDS split to evaluate on",
+    "train_split": "TFDS split to train on, e.g. 'train[:45000]' to hold out a validation set",
+    "eval_split": "TFDS split to evaluate on, e.g. test or 'train[45000:]'",
     "binarize": "dynamic: Bernoulli-binarize 8-bit images each step; none: score grey levels",
     "model": "model family",
     "arch": "encoder/decoder architecture",
@@ -36,6 +37,7 @@ HELP = {
     "top_hidden_dims": "MLP widths between z1 and z2, comma-separated",
     "likelihood": "pixel likelihood p(x|z)",
     "gaussian_scale": "fixed std of the Gaussian likelihood on [0, 1] pixels (default: learned)",
+    "num_mixtures": "mixture components of --likelihood logistic_mixture",
     "beta": "KL weight (beta_vae; 1 = VAE)",
     "kl_warmup_steps": "KL weight rises linearly from 0 over N steps",
     "free_bits": "nats per latent dim of KL that are free (batch-averaged)",
@@ -43,6 +45,7 @@ HELP = {
     "code_l2": "L2 penalty on the code (ae)",
     "input_noise": "corrupt the encoder input only (denoising)",
     "noise_level": "flip/mask probability or Gaussian std of --input_noise",
+    "hflip": "flip training images left-right at random (augmentation; never in evaluation)",
     "latent_mixture": "Gaussian-mixture components fitted to the codes after training (0: one Gaussian)",
     "steps": "training steps",
     "epochs": "training epochs (overrides --steps)",
@@ -96,6 +99,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(Config):
         choices = getattr(config_module, CHOICES[field.name]) if field.name in CHOICES else None
         default = field.default
+        if field.type == "bool":  # --name / --no-name
+            parser.add_argument(f"--{field.name}", action=argparse.BooleanOptionalAction, default=default,
+                                help=f"{HELP[field.name]} (default: {default})")
+            continue
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         parser.add_argument(f"--{field.name}", type=_PARSERS[field.type], default=default, choices=choices,
                             metavar=None if choices else field.name.upper(),

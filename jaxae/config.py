@@ -36,7 +36,7 @@ MLP_PRESETS = {
     "mlp_burda": {"hidden_dims": (200, 200), "top_hidden_dims": (100, 100), "activation": "tanh"},
 }
 ACTIVATIONS = ("relu", "tanh", "gelu", "softplus")
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "logistic_mixture")
 BINARIZE = ("dynamic", "none")
 LR_SCHEDULES = ("constant", "cosine")
 PARALLEL = ("sharded", "pmap")
@@ -62,7 +62,10 @@ class Config:
       data_dir: TFDS data directory (None: TFDS's default).
       manual_dir: folder holding already-downloaded source files, so TFDS prepares
         the dataset without network access.
-      eval_split: TFDS split used for evaluation.
+      train_split, eval_split: TFDS splits to train on and to evaluate on; any TFDS
+        split expression, so a validation set can be held out of the training data
+        (``train[:45000]`` and ``train[45000:]``). An eval split that is a slice of the
+        whole training split is refused.
       binarize: ``dynamic`` draws a fresh Bernoulli binarization of 8-bit images at
         every training step and a fixed one (seed-independent) for evaluation, so
         the Bernoulli likelihood is a real likelihood; ``none`` scores grey levels
@@ -80,9 +83,12 @@ class Config:
       latent_dim: size of the Gaussian latent z (of z1, the bottom layer, with two).
       stochastic_layers: 1, or 2 for Burda et al.'s x <-> z1 <-> z2 (MLP only); then
       top_latent_dim is z2's size and top_hidden_dims the widths between z1 and z2.
-      likelihood: ``bernoulli`` or ``gaussian`` (8-bit data, uniformly dequantized).
+      likelihood: ``bernoulli``, ``gaussian`` (8-bit data, uniformly dequantized) or
+        ``logistic_mixture`` (8-bit data: a discretized mixture of logistics per pixel,
+        PixelCNN++-style, an exact discrete likelihood; see jaxae/likelihoods.py).
       gaussian_scale: fixed standard deviation of the Gaussian likelihood on the
         [0, 1] pixel scale, or None to learn one per pixel.
+      num_mixtures: mixture components of ``logistic_mixture``.
     Objective (see jaxae/objectives.py):
       beta: weight of the KL term (``beta_vae``; 1 is the VAE); kl_warmup_steps: the KL
       weight rises linearly from 0 to beta over this many steps; free_bits: nats per
@@ -93,6 +99,8 @@ class Config:
       (Bernoulli pixel flips with probability noise_level), ``gaussian`` (additive,
       std noise_level, clipped to [0, 1]) or ``mask`` (pixels zeroed with probability
       noise_level).
+      hflip: flip each training image left-right with probability 1/2 (data
+      augmentation, training only: evaluation never flips).
       latent_mixture: components of the Gaussian mixture fitted to the training codes
       after training (0: one full-covariance Gaussian), for ``sample.py --prior fitted``.
     Optimization:
@@ -117,6 +125,7 @@ class Config:
     dataset: str = "mnist_5k"
     data_dir: str | None = None
     manual_dir: str | None = None
+    train_split: str = "train"
     eval_split: str = "test"
     binarize: str = "dynamic"
 
@@ -131,6 +140,7 @@ class Config:
     top_hidden_dims: tuple[int, ...] = (100, 100)
     likelihood: str = "bernoulli"
     gaussian_scale: float | None = None
+    num_mixtures: int = 10
 
     beta: float = 1.0
     kl_warmup_steps: int = 0
@@ -139,6 +149,7 @@ class Config:
     code_l2: float = 0.0
     input_noise: str = "none"
     noise_level: float = 0.0
+    hflip: bool = False
     latent_mixture: int = 0
 
     steps: int = 6000
@@ -217,6 +228,13 @@ def validate(config: Config) -> Config:
     c = config
     if not isinstance(c.dataset, str) or not c.dataset:
         raise ConfigError("--dataset must be a TFDS dataset name, e.g. mnist_5k, mnist, binarized_mnist")
+    for name in ("train_split", "eval_split"):
+        if not isinstance(getattr(c, name), str) or not getattr(c, name).strip():
+            raise ConfigError(f"--{name} must be a TFDS split such as train, test or 'train[45000:]'")
+    base = c.eval_split.split("[", 1)[0].strip()
+    if "[" in c.eval_split and base == c.train_split.strip():
+        raise ConfigError(f"--eval_split {c.eval_split!r} is part of --train_split {c.train_split!r}; hold it out, "
+                          f"e.g. --train_split '{base}[:45000]' --eval_split '{base}[45000:]'")
     _choice("model", c.model, MODELS)
     _choice("arch", c.arch, ARCHS)
     _choice("activation", c.activation, ACTIVATIONS)
@@ -239,6 +257,8 @@ def validate(config: Config) -> Config:
     if c.input_noise != "none" and not 0 < c.noise_level <= (10.0 if c.input_noise == "gaussian" else 1.0):
         raise ConfigError(f"--noise_level must be in (0, {10 if c.input_noise == 'gaussian' else 1}] "
                           f"with --input_noise {c.input_noise}, got {c.noise_level}")
+    if not isinstance(c.hflip, bool):
+        raise ConfigError(f"--hflip must be true or false, got {c.hflip!r}")
     if c.input_noise == "none" and c.noise_level:
         raise ConfigError(f"--noise_level {c.noise_level} needs --input_noise flip, gaussian or mask")
     for name in ("latent_dim", "steps", "batch_size", "eval_every", "checkpoint_every",
@@ -273,9 +293,10 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"--grad_clip must be >= 0 (0 disables clipping), got {c.grad_clip}")
     if c.gaussian_scale is not None:
         _positive("gaussian_scale", c.gaussian_scale)
-    if c.likelihood == "gaussian" and c.binarize != "none":
-        raise ConfigError("--likelihood gaussian scores 8-bit grey levels; use it with --binarize none")
-    limits = {"batch_size": 1 << 16, "latent_dim": 1 << 14, "steps": 1 << 31}
+    _positive("num_mixtures", c.num_mixtures)
+    if c.likelihood in ("gaussian", "logistic_mixture") and c.binarize != "none":
+        raise ConfigError(f"--likelihood {c.likelihood} scores 8-bit grey levels; use it with --binarize none")
+    limits = {"batch_size": 1 << 16, "latent_dim": 1 << 14, "steps": 1 << 31, "num_mixtures": 1 << 10}
     for name, limit in limits.items():
         if getattr(c, name) > limit:
             raise ConfigError(f"--{name} {getattr(c, name)} is absurdly large (at most {limit})")

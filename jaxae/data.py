@@ -72,7 +72,7 @@ def _tfds():
         pass
     import tensorflow_datasets as tfds
 
-    import jaxae.datasets  # noqa: F401  (registers mnist_5k)
+    import jaxae.datasets  # noqa: F401  (registers mnist_5k and cifar10_binary)
 
     return tfds
 
@@ -85,7 +85,8 @@ def prepared_builder(config: Config):
     except tfds.core.registered.DatasetNotFoundError:
         raise ConfigError(
             f"--dataset {config.dataset!r} is not a TFDS dataset; use a name from "
-            "tfds.list_builders(), e.g. mnist_5k (embedded), mnist, binarized_mnist, fashion_mnist, cifar10"
+            "tfds.list_builders(), e.g. mnist_5k (embedded), mnist, binarized_mnist, fashion_mnist, cifar10, "
+            "or cifar10_binary (CIFAR-10 from the extracted official binary release in --manual_dir)"
         ) from None
     features = builder.info.features
     image = features["image"] if "image" in features else None
@@ -99,6 +100,8 @@ def prepared_builder(config: Config):
     download_config = tfds.download.DownloadConfig(manual_dir=config.manual_dir, try_download_gcs=False)
     try:
         builder.download_and_prepare(download_config=download_config)
+    except ConfigError:  # Raised by jaxae's own builders: already one clear line.
+        raise
     except Exception as e:  # TFDS raises many types for network/manual-file problems.
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(
@@ -109,12 +112,25 @@ def prepared_builder(config: Config):
 
 
 def load_split(builder, split: str) -> Split:
-    """Reads a whole split of a prepared builder into host memory."""
+    """Reads a whole split of a prepared builder into host memory.
+
+    ``split`` is a split name or any TFDS split expression: a slice such as
+    ``train[45000:]`` or ``train[:90%]``, or a union such as ``train+test``.
+    """
     tfds = _tfds()
-    if split not in builder.info.splits:
-        raise ConfigError(f"split {split!r} is not in {builder.name!r}; it has {sorted(builder.info.splits)}")
+    known = sorted(builder.info.splits)
+    try:
+        num_examples = builder.info.splits[split].num_examples
+    except ValueError as e:  # Unknown name, bad syntax or a slice out of range.
+        if split.isidentifier():
+            raise ConfigError(f"split {split!r} is not in {builder.name!r}; it has {known}") from None
+        reason = str(e).strip().splitlines()[-1]
+        raise ConfigError(f"split {split!r} of {builder.name!r} cannot be read ({reason}); it has {known}, "
+                          "which take TFDS slices such as 'train[45000:]' or 'train[:90%]'") from None
+    if not num_examples:
+        raise ConfigError(f"split {split!r} of {builder.name!r} is empty")
     image = builder.info.features["image"]
-    num_bytes = builder.info.splits[split].num_examples * math.prod(image.shape)
+    num_bytes = num_examples * math.prod(image.shape)
     if num_bytes > MAX_RESIDENT_BYTES:
         raise ConfigError(
             f"split {split!r} of {builder.name!r} needs {num_bytes / 2**30:.1f} GiB as uint8; "
@@ -131,8 +147,9 @@ def input_spec(config: Config, builder, train: Split) -> InputSpec:
     label = builder.info.features["label"] if "label" in builder.info.features else None
     num_classes = int(getattr(label, "num_classes", 0) or 0)
     if int(train.images.max(initial=0)) <= 1:
-        if config.likelihood == "gaussian":
-            raise ConfigError(f"--dataset {config.dataset!r} is binary; --likelihood gaussian needs 8-bit images")
+        if config.likelihood in ("gaussian", "logistic_mixture"):
+            raise ConfigError(f"--dataset {config.dataset!r} is binary; --likelihood {config.likelihood} "
+                              "needs 8-bit images")
         mode = "binary"
     elif config.likelihood == "gaussian":
         mode = "dequantize"
@@ -177,6 +194,12 @@ def corrupt(x: jax.Array, keys: jax.Array, kind: str, level: float) -> jax.Array
         hit = jax.vmap(lambda k: jax.random.bernoulli(k, level, shape))(keys)
         return jnp.where(hit, 0.0, x)
     raise ValueError(f"unknown corruption {kind!r}")
+
+
+def random_hflip(x: jax.Array, keys: jax.Array) -> jax.Array:
+    """Flips each example of x (B, H, W, C) left-right with probability 1/2; keys: one per example (B,)."""
+    flip = jax.vmap(jax.random.bernoulli)(keys)
+    return jnp.where(flip[:, None, None, None], x[:, :, ::-1], x)
 
 
 def example_keys(rng: jax.Array, batch_size: int, offset: jax.Array | int = 0,

@@ -26,6 +26,7 @@ class ObjectiveSettings:
     code_l2: float
     input_noise: str
     noise_level: float
+    hflip: bool
 
     @classmethod
     def from_config(cls, config: Config) -> "ObjectiveSettings":

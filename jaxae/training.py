@@ -326,7 +326,7 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
         raise ConfigError(f"--batch_size {config.batch_size} must be divisible by the {jax.device_count()} devices")
 
     builder = data.prepared_builder(config)
-    train_split = data.load_split(builder, "train")
+    train_split = data.load_split(builder, config.train_split)
     test_split = data.load_split(builder, config.eval_split)
     if config.batch_size > len(train_split):
         raise ConfigError(f"--batch_size {config.batch_size} exceeds the {len(train_split)} training images")

@@ -106,6 +106,8 @@ BAD_TRAIN = [
     (["--batch_size", "100000"], "--batch_size 100000 is absurdly large"),
     (["--eval_split", "validation"], "split 'validation' is not in 'mnist_5k'"),
     (["--likelihood", "gaussian"], "use it with --binarize none"),
+    (["--likelihood", "logistic_mixture"], "--likelihood logistic_mixture scores 8-bit grey levels; use it with"),
+    (["--num_mixtures", "0"], "--num_mixtures must be > 0, got 0"),
     (["--hidden_dims", "2000000,2000000"], "parameters, more than the"),
     (["--manual_dir", "/no/such/dir"], "--manual_dir '/no/such/dir' is not a directory"),
 ]

@@ -1,3 +1,5 @@
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -5,7 +7,7 @@ import pytest
 
 from jaxae import data
 from jaxae.config import Config, ConfigError
-from jaxae.datasets import mnist_5k
+from jaxae.datasets import cifar10_binary, mnist_5k
 
 
 def test_mnist_5k_is_real_digits_with_a_fixed_balanced_split(mnist5k):
@@ -74,3 +76,96 @@ def test_unknown_dataset_and_split_are_clear_errors(tfds_dir, mnist5k):
         data.prepared_builder(Config(dataset="no_such_set", data_dir=tfds_dir))
     with pytest.raises(ConfigError, match="split 'validation' is not in 'mnist_5k'"):
         data.load_split(mnist5k[0], "validation")
+
+
+def test_split_slices_hold_out_part_of_a_split(mnist5k):
+    builder, train, _ = mnist5k
+    held_out = data.load_split(builder, "train[4000:]")
+    assert len(held_out) == 500 and len(data.load_split(builder, "train[:4000]")) == 4000
+    assert {row.tobytes() for row in held_out.images} <= {row.tobytes() for row in train.images}
+    with pytest.raises(ConfigError, match=r"split 'train\[9000:\]' of 'mnist_5k' cannot be read \(.*9000"):
+        data.load_split(builder, "train[9000:]")
+
+
+# --- cifar10_binary: the official binary layout, written here record by record ---
+
+def _cifar_record(label: int, seed: int) -> tuple[bytes, np.ndarray]:
+    """One record (1 label byte, then the R, G and B planes row-major) and its image (32, 32, 3)."""
+    rng = np.random.default_rng(seed)
+    planes = [rng.integers(0, 256, (32, 32), dtype=np.uint8) for _ in range(3)]
+    return bytes([label]) + b"".join(p.tobytes() for p in planes), np.stack(planes, axis=-1)
+
+
+def _write_cifar(folder, per_file: int, test_name: str, test_count: int) -> dict[str, list]:
+    """Writes a tiny release in folder/cifar-10-batches-bin; returns the (label, image) pairs per split."""
+    batches = folder / cifar10_binary.SUBFOLDER
+    batches.mkdir(parents=True)
+    written = {"train": [], "test": []}
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] + [test_name]
+    for f, name in enumerate(names):
+        split, count = ("test", test_count) if name == test_name else ("train", per_file)
+        records = [_cifar_record((f + r) % 10, seed=100 * f + r) for r in range(count)]
+        (batches / name).write_bytes(b"".join(raw for raw, _ in records))
+        written[split] += [((f + r) % 10, image) for r, (_, image) in enumerate(records)]
+    (batches / "batches.meta.txt").write_text("\n".join(cifar10_binary.CLASS_NAMES) + "\n\n")
+    return written
+
+
+def _pairs(split: data.Split) -> list:
+    return sorted((int(label), image.tobytes()) for label, image in zip(split.labels, split.images))
+
+
+def test_cifar10_binary_reads_the_official_layout_exactly(tmp_path):
+    written = _write_cifar(tmp_path / "src", per_file=2, test_name="test_batch.bin", test_count=3)
+    config = Config(dataset="cifar10_binary", data_dir=str(tmp_path / "tfds"), manual_dir=str(tmp_path / "src"),
+                    likelihood="logistic_mixture", binarize="none")
+    builder = data.prepared_builder(config)
+    train, test = data.load_split(builder, "train"), data.load_split(builder, "test")
+    assert train.images.shape == (10, 32, 32, 3) and test.images.shape == (3, 32, 32, 3)
+    assert _pairs(train) == sorted((label, image.tobytes()) for label, image in written["train"])
+    assert _pairs(test) == sorted((label, image.tobytes()) for label, image in written["test"])
+    assert builder.info.features["label"].names == list(cifar10_binary.CLASS_NAMES)
+    spec = data.input_spec(config, builder, train)
+    assert spec == data.InputSpec(image_shape=(32, 32, 3), num_classes=10, mode="grey")
+
+
+def test_cifar10_binary_takes_the_partial_test_file_and_says_so(tmp_path, caplog):
+    _write_cifar(tmp_path / "src", per_file=1, test_name="test_batch_first1000.bin", test_count=4)
+    config = Config(dataset="cifar10_binary", data_dir=str(tmp_path / "tfds"), manual_dir=str(tmp_path / "src"))
+    with caplog.at_level("WARNING", logger="jaxae.datasets.cifar10_binary"):
+        builder = data.prepared_builder(config)
+    assert len(data.load_split(builder, "test")) == 4
+    assert "the test split holds the 4 images of" in caplog.text and "test_batch_first1000.bin" in caplog.text
+
+
+def test_cifar10_binary_without_its_files_is_a_one_line_error(tmp_path):
+    (tmp_path / "src" / cifar10_binary.SUBFOLDER).mkdir(parents=True)
+    (tmp_path / "src" / cifar10_binary.SUBFOLDER / "data_batch_1.bin").write_bytes(_cifar_record(3, 0)[0])
+    config = Config(dataset="cifar10_binary", data_dir=str(tmp_path / "tfds"))
+    for manual_dir, message in [(None, "--dataset cifar10_binary needs --manual_dir with cifar-10-batches-bin/"),
+                                (str(tmp_path / "src"), f"--manual_dir '{tmp_path / 'src'}' lacks data_batch_2.bin, "
+                                 "data_batch_3.bin, data_batch_4.bin, data_batch_5.bin, test_batch.bin; it must hold")]:
+        with pytest.raises(ConfigError) as error:
+            data.prepared_builder(config.replace(manual_dir=manual_dir))
+        assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+REAL_CIFAR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10")
+
+
+@pytest.mark.skipif(not os.path.isdir(REAL_CIFAR), reason="the real CIFAR-10 files are only on the project's machines")
+def test_cifar10_binary_reader_on_the_real_files():
+    """The real records: labels agree with the separate label list, and the decoded images look like photos."""
+    files = cifar10_binary.source_files(REAL_CIFAR)
+    images, labels = cifar10_binary.read_records(files["test"][0])
+    with open(os.path.join(REAL_CIFAR, "test_labels_all10000.txt")) as f:
+        all_labels = [int(line) for line in f if line.strip()]
+    np.testing.assert_array_equal(labels, all_labels[:len(labels)])
+    train_images, train_labels = cifar10_binary.read_records(files["train"][0])
+    assert train_images.shape == (10000, 32, 32, 3) and np.bincount(train_labels).min() > 900
+    # Right layout: neighbouring pixels (and the three colours of a pixel) are close, unlike shuffled bytes.
+    x = train_images[:500].astype(np.float32)
+    shuffled = np.random.default_rng(0).permutation(x.ravel()).reshape(x.shape)
+    neighbour = lambda a: np.abs(np.diff(a, axis=2)).mean()  # noqa: E731
+    assert neighbour(x) < 0.3 * neighbour(shuffled)
+    assert np.abs(x[..., 0] - x[..., 1]).mean() < 0.3 * np.abs(shuffled[..., 0] - shuffled[..., 1]).mean()

@@ -18,12 +18,14 @@ BINARY_28 = InputSpec(image_shape=(28, 28, 1), num_classes=10, mode="binary")
     ("conv", (32, 32, 3), "gaussian"),
     ("resnet", (28, 28, 1), "bernoulli"),
     ("resnet", (32, 32, 3), "gaussian"),
+    ("conv", (32, 32, 3), "logistic_mixture"),
     ("mlp_flax", (28, 28, 1), "bernoulli"),
 ])
 def test_shapes(arch, shape, likelihood):
     config = Config(arch=arch, likelihood=likelihood, latent_dim=7,
-                    binarize="none" if likelihood == "gaussian" else "dynamic")
-    spec = InputSpec(image_shape=shape, num_classes=10, mode="dequantize" if likelihood == "gaussian" else "binary")
+                    binarize="dynamic" if likelihood == "bernoulli" else "none")
+    mode = {"bernoulli": "binary", "gaussian": "dequantize", "logistic_mixture": "grey"}[likelihood]
+    spec = InputSpec(image_shape=shape, num_classes=10, mode=mode)
     model = make_model(config, spec)
     params = model.init(jax.random.key(0))
     images = jnp.zeros((5, *shape), jnp.uint8)
@@ -102,3 +104,21 @@ def test_upsample2x_is_depth_to_space():
     # Output pixel (2i + a, 2j + b) channel c comes from input (i, j) channel (a * 2 + b) * 2 + c.
     for i, j, a, b, c in ((0, 0, 0, 0, 0), (1, 2, 1, 0, 1), (2, 1, 1, 1, 0)):
         assert y[1, 2 * i + a, 2 * j + b, c] == x[1, i, j, (a * 2 + b) * 2 + c]
+
+
+def test_hflip_flips_half_the_training_images_exactly_and_never_in_evaluation():
+    spec = InputSpec(image_shape=(4, 6, 1), num_classes=0, mode="grey")
+    config = Config(latent_dim=2, hidden_dims=(8,), binarize="none", hflip=True)
+    model, plain = make_model(config, spec), make_model(config.replace(hflip=False), spec)
+    params = model.init(jax.random.key(0))
+    images = jax.random.randint(jax.random.key(1), (400, 4, 6, 1), 0, 256).astype(jnp.uint8)
+    batch, keys = {"image": images}, jax.random.split(jax.random.key(2), 400)
+    x = model.model_input(images, keys)
+    trained_on = model._terms(params, batch, keys, noisy=True)["x"]
+    flipped = np.all(trained_on == x[:, :, ::-1], axis=(1, 2, 3))
+    kept = np.all(trained_on == x, axis=(1, 2, 3))
+    assert np.all(flipped ^ kept)  # Each image exactly mirrored or exactly unchanged.
+    assert 0.43 < flipped.mean() < 0.57
+    np.testing.assert_array_equal(plain._terms(params, batch, keys, noisy=True)["x"], x)
+    for name, value in model.per_example(params, batch, keys).items():
+        np.testing.assert_array_equal(value, plain.per_example(params, batch, keys)[name])

@@ -1,5 +1,6 @@
 """TFDS dataset builders that jaxae ships (registered on import)."""
 
+from jaxae.datasets.cifar10_binary import Cifar10Binary
 from jaxae.datasets.mnist_5k import Mnist5k
 
-__all__ = ["Mnist5k"]
+__all__ = ["Cifar10Binary", "Mnist5k"]

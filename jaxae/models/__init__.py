@@ -26,10 +26,10 @@ def make_model(config: Config, spec: InputSpec) -> AutoencoderModel:
             arch.check(spec.image_shape)
         except ValueError as e:
             raise ConfigError(f"--arch {config.arch}: {e}") from None
-        net = HierarchicalNet(arch=arch, out_channels=spec.image_shape[2] * likelihood.params_per_channel)
+        net = HierarchicalNet(arch=arch, out_channels=likelihood.output_channels(spec.image_shape[2]))
         return AutoencoderModel(family="hvae", net=net, likelihood=likelihood, spec=spec, latent_dim=arch.top_dim,
                                 settings=settings, noise_dim=arch.noise_dim)
-    encoder, decoder = make_encoder_decoder(config, spec.image_shape, likelihood.params_per_channel)
+    encoder, decoder = make_encoder_decoder(config, spec.image_shape, likelihood.output_channels(spec.image_shape[2]))
     if config.stochastic_layers == 1:
         return AutoencoderModel(family=config.model, net=AutoencoderNet(encoder=encoder, decoder=decoder),
                                 likelihood=likelihood, spec=spec, latent_dim=config.latent_dim, settings=settings)

@@ -17,7 +17,8 @@ Families (``Config.model``):
   per latent group; ``beta``, warm-up and free bits act per group).
 
 Any family can be trained as a denoiser: ``input_noise`` corrupts the encoder's input
-only, the likelihood scores the clean image.
+only, the likelihood scores the clean image. ``hflip`` augments training with random
+left-right flips of the image itself (input and target alike).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from flax import linen as nn
 
 from jaxae import distributions as dist
 from jaxae import objectives
-from jaxae.data import InputSpec, corrupt, to_model_input
+from jaxae.data import InputSpec, corrupt, random_hflip, to_model_input
 from jaxae.likelihoods import Likelihood
 
 Params = Any
@@ -142,7 +143,7 @@ class AutoencoderModel:
     batch: {"image": uint8 (B, H, W, C), "label": int32 (B,) (needed by ``cvae``)};
     keys: one PRNG key per example (B,). Each example's key is split: fold 0 turns the
     image into model input (binarization / dequantization), fold 1 draws z, fold 2 the
-    denoising corruption.
+    denoising corruption, fold 3 the random horizontal flip (``hflip``, training only).
     """
 
     family: str
@@ -195,6 +196,8 @@ class AutoencoderModel:
 
     def _terms(self, params: Params, batch: dict, keys: jax.Array, noisy: bool) -> dict[str, jax.Array]:
         x = self.model_input(batch["image"], keys)
+        if noisy and self.settings.hflip:  # Augmentation: the flipped image is the data (target and input).
+            x = random_hflip(x, _fold(keys, 3))
         x_in = corrupt(x, _fold(keys, 2), self.settings.input_noise, self.settings.noise_level) if noisy else x
         cond = self.condition(batch.get("label"))
         eps_keys = self.latent_keys(keys)

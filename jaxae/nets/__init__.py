@@ -1,6 +1,7 @@
 """Encoder/decoder networks (Flax linen). Encoders map images (B, H, W, C) to the
 mean and log-variance of a diagonal Gaussian posterior, each (B, latent_dim);
-decoders map latents (B, latent_dim) to likelihood parameters (B, H, W, C * k)."""
+decoders map latents (B, latent_dim) to likelihood parameters (B, H, W, K), K =
+likelihood.output_channels(C)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from jaxae.nets.mlp import MLPDecoder, MLPEncoder
 
 
 def make_encoder_decoder(config: Config, image_shape: tuple[int, int, int],
-                         params_per_channel: int) -> tuple[nn.Module, nn.Module]:
-    """Builds the encoder and decoder of ``config.arch`` for images of ``image_shape`` (H, W, C)."""
-    out_shape = (*image_shape[:2], image_shape[2] * params_per_channel)
+                         out_channels: int) -> tuple[nn.Module, nn.Module]:
+    """Builds the encoder and decoder of ``config.arch`` for images of ``image_shape`` (H, W, C);
+    the decoder emits ``out_channels`` likelihood parameters per pixel."""
+    out_shape = (*image_shape[:2], out_channels)
     if config.arch.startswith("mlp"):
         hidden, _, act = config.mlp_settings()
         return (MLPEncoder(hidden, config.latent_dim, act), MLPDecoder(tuple(reversed(hidden)), out_shape, act))
