@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -77,8 +78,76 @@ def _tfds():
     return tfds
 
 
+NPZ_SUFFIX = ".npz"
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySource:
+    """A dataset stored as one ``.npz`` file (``--dataset path/to/data.npz``), for machines
+    without TensorFlow or data that is not in TFDS. The file holds ``<split>_images``
+    uint8 (N, H, W, C) per split, optionally ``<split>_labels`` int (N,) and
+    ``num_classes`` (scalar). :func:`save_npz` writes one from any loaded splits."""
+
+    path: str
+    splits: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+    num_classes: int
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+    @classmethod
+    def open(cls, path: str) -> "ArraySource":
+        if not os.path.isfile(path):
+            raise ConfigError(f"--dataset {path!r} is not a file; an .npz dataset holds <split>_images arrays")
+        with np.load(path, allow_pickle=False) as f:
+            splits = tuple(sorted(k[:-len("_images")] for k in f.files if k.endswith("_images")))
+            if not splits:
+                raise ConfigError(f"--dataset {path!r} holds no <split>_images array (it has {sorted(f.files)})")
+            shapes = {f[f"{split}_images"].shape[1:] for split in splits}
+            dtypes = {f[f"{split}_images"].dtype for split in splits}
+            num_classes = int(f["num_classes"]) if "num_classes" in f.files else 0
+        if len(shapes) != 1 or len(next(iter(shapes))) != 3 or dtypes != {np.dtype(np.uint8)}:
+            raise ConfigError(f"--dataset {path!r}: every <split>_images must be uint8 (N, H, W, C) of one shape; "
+                              f"got shapes {sorted(shapes)} and dtypes {sorted(map(str, dtypes))}")
+        return cls(path=path, splits=splits, image_shape=tuple(int(d) for d in next(iter(shapes))),
+                   num_classes=num_classes)
+
+    def load(self, split: str) -> Split:
+        """A split by name, or a slice of one with integer bounds, e.g. ``train[45000:]``."""
+        match = re.fullmatch(r"(\w+)(?:\[(-?\d*):(-?\d*)\])?", split)
+        if match is None:
+            raise ConfigError(f"split {split!r} of {self.name!r}: use a name or name[start:stop] with integers")
+        name, start, stop = match.group(1), match.group(2) or None, match.group(3) or None
+        if name not in self.splits:
+            raise ConfigError(f"split {split!r} is not in {self.name!r}; it has {list(self.splits)}")
+        bounds = [None if b is None else int(b) for b in (start, stop)]
+        with np.load(self.path, allow_pickle=False) as f:
+            images = f[f"{name}_images"][bounds[0]:bounds[1]]
+            labels = f[f"{name}_labels"][bounds[0]:bounds[1]] if f"{name}_labels" in f.files else None
+        if not len(images):
+            raise ConfigError(f"split {split!r} of {self.name!r} is empty")
+        return Split(images=np.ascontiguousarray(images), labels=None if labels is None else labels.astype(np.int32))
+
+
+def save_npz(path: str, splits: dict[str, Split], num_classes: int) -> None:
+    """Writes loaded splits as an :class:`ArraySource` file (compressed, atomically)."""
+    arrays = {"num_classes": np.asarray(num_classes)}
+    for name, split in splits.items():
+        arrays[f"{name}_images"] = split.images
+        if split.labels is not None:
+            arrays[f"{name}_labels"] = split.labels
+    tmp = f"{path}.tmp.{os.getpid()}.npz"
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
 def prepared_builder(config: Config):
-    """Returns the TFDS builder of ``config.dataset``, prepared (downloaded or from --manual_dir)."""
+    """Returns the TFDS builder of ``config.dataset``, prepared (downloaded or from --manual_dir),
+    or an :class:`ArraySource` when the dataset is an ``.npz`` file."""
+    if config.dataset.endswith(NPZ_SUFFIX):
+        return ArraySource.open(config.dataset)
     tfds = _tfds()
     try:
         builder = tfds.builder(config.dataset, data_dir=config.data_dir)
@@ -117,6 +186,8 @@ def load_split(builder, split: str) -> Split:
     ``split`` is a split name or any TFDS split expression: a slice such as
     ``train[45000:]`` or ``train[:90%]``, or a union such as ``train+test``.
     """
+    if isinstance(builder, ArraySource):
+        return builder.load(split)
     tfds = _tfds()
     known = sorted(builder.info.splits)
     try:
@@ -143,9 +214,12 @@ def load_split(builder, split: str) -> Split:
 
 def input_spec(config: Config, builder, train: Split) -> InputSpec:
     """Decides how images are scored from the config and the data itself."""
-    image_shape = tuple(int(d) for d in builder.info.features["image"].shape)
-    label = builder.info.features["label"] if "label" in builder.info.features else None
-    num_classes = int(getattr(label, "num_classes", 0) or 0)
+    if isinstance(builder, ArraySource):
+        image_shape, num_classes = builder.image_shape, builder.num_classes
+    else:
+        image_shape = tuple(int(d) for d in builder.info.features["image"].shape)
+        label = builder.info.features["label"] if "label" in builder.info.features else None
+        num_classes = int(getattr(label, "num_classes", 0) or 0)
     if int(train.images.max(initial=0)) <= 1:
         if config.likelihood in ("gaussian", "logistic_mixture"):
             raise ConfigError(f"--dataset {config.dataset!r} is binary; --likelihood {config.likelihood} "

@@ -169,3 +169,27 @@ def test_cifar10_binary_reader_on_the_real_files():
     neighbour = lambda a: np.abs(np.diff(a, axis=2)).mean()  # noqa: E731
     assert neighbour(x) < 0.3 * neighbour(shuffled)
     assert np.abs(x[..., 0] - x[..., 1]).mean() < 0.3 * np.abs(shuffled[..., 0] - shuffled[..., 1]).mean()
+
+
+def test_npz_dataset_round_trip_and_errors(tmp_path):
+    rng = np.random.default_rng(0)
+    train = data.Split(images=rng.integers(0, 256, (10, 4, 4, 3), dtype=np.uint8),
+                       labels=rng.integers(0, 5, 10).astype(np.int32))
+    test = data.Split(images=rng.integers(0, 256, (3, 4, 4, 3), dtype=np.uint8), labels=None)
+    path = str(tmp_path / "d.npz")
+    data.save_npz(path, {"train": train, "test": test}, num_classes=5)
+    source = data.prepared_builder(Config(dataset=path))
+    assert source.splits == ("test", "train") and source.image_shape == (4, 4, 3) and source.num_classes == 5
+    loaded = data.load_split(source, "train")
+    np.testing.assert_array_equal(loaded.images, train.images)
+    np.testing.assert_array_equal(loaded.labels, train.labels)
+    np.testing.assert_array_equal(data.load_split(source, "train[7:]").images, train.images[7:])
+    np.testing.assert_array_equal(data.load_split(source, "train[:-8]").labels, train.labels[:2])
+    assert data.load_split(source, "test").labels is None
+    spec = data.input_spec(Config(dataset=path, binarize="none"), source, loaded)
+    assert spec == data.InputSpec((4, 4, 3), 5, "grey")
+    for bad, message in (("valid", "not in"), ("train[a:]", "name\\[start:stop\\]"), ("train[10:]", "empty")):
+        with pytest.raises(ConfigError, match=message):
+            data.load_split(source, bad)
+    with pytest.raises(ConfigError, match="is not a file"):
+        data.prepared_builder(Config(dataset=str(tmp_path / "missing.npz")))
