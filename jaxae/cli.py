@@ -10,7 +10,9 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import sys
+import threading
 from typing import Callable
 
 from jaxae.config import Config, ConfigError, validate  # noqa: F401  (re-exported for the CLIs)
@@ -120,9 +122,15 @@ def quiet_libraries() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> int:
     """Runs a CLI ``main``: bad input -> one line on stderr and exit status 2."""
     prog = os.path.basename(sys.argv[0]) or "jaxae"
+    if threading.current_thread() is threading.main_thread():  # SIGTERM (preemption) acts like Ctrl-C.
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         main(argv)
     except ConfigError as e:

@@ -386,62 +386,68 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
     last: dict[str, float] = {}
     bar = _progress_bar(total_steps, start, progress)
     step = start
-    for length in _chunk_lengths(start, total_steps, (config.eval_every, config.checkpoint_every),
-                                 fused_steps(config)):
-        compiled_before = length in runners
-        if not compiled_before:
-            runners[length] = make_multi_step(train_step, config.batch_size, len(train_split), length, mesh,
-                                              pmap_devices)
-        began = time.perf_counter()
-        state, perm, metrics = runners[length](state, perm, train_images, train_labels, data_key, step_key)
-        metrics = jax.device_get(view(metrics))
-        seconds = time.perf_counter() - began
-        if compiled_before:  # The first call of each length includes compilation.
-            train_seconds += seconds
-            train_images_seen += length * config.batch_size
-        step += length
-        applied = metrics["skipped"] == 0
-        for name, values in metrics.items():
-            if name not in ("nonfinite", "skipped", "grad_norm", "kl_weight"):
-                window.setdefault(name, []).extend(values[applied].tolist())
-        ips = train_images_seen / train_seconds if train_seconds else float("nan")
-        if bar is not None:
-            bar.update(length)
-            bar.set_postfix(loss=f"{float(np.mean(metrics['loss'])):.2f}", img_s=f"{ips:,.0f}")
-        for name, values in metrics.items():
-            writer.add_scalar(f"train/{name}", float(np.mean(values)), step)
-        streak = _nonfinite_streak(streak, metrics["nonfinite"])
-        if streak >= config.max_nonfinite:
-            checkpointer.wait()
-            good = checkpointer.latest_step()
-            raise TrainingError(
-                f"the loss or gradients were non-finite for {streak} consecutive steps (up to step {step}); "
-                f"stopped (--max_nonfinite {config.max_nonfinite}); last good checkpoint: "
-                f"{'none' if good is None else os.path.join(checkpointer.directory, str(good))}; "
-                "lower --learning_rate or set --grad_clip")
-        if step % config.eval_every == 0 or step == total_steps:
-            params = view(state.eval_params())
-            test = evaluation.evaluate(model, params, test_images, data.eval_key(), labels=test_labels)
-            train = {name: float(np.mean(values)) if values else float("nan") for name, values in window.items()}
-            last = {"step": step, "epoch": step / steps_per_epoch,
-                    **{f"train_{k}": v for k, v in train.items()},
-                    "skipped_updates": int(view(state.skipped)),
-                    **{f"test_{k}": v for k, v in test.items()},
-                    "train_images_per_sec": ips}
-            window = {}
-            _append_jsonl(os.path.join(workdir, METRICS_FILE), last)
-            for name, value in test.items():
-                writer.add_scalar(f"test/{name}", value, step)
-            if np.isfinite(ips):
-                writer.add_scalar("train/images_per_sec", ips, step)
-            fitted = priors.fit(encode_all(model, params, train_images, train_labels if model.conditional
-                                           else None), config.latent_mixture, config.seed)
-            priors.save(workdir, fitted)
-            write_images(model, params, test_images, test_labels, sample_key, workdir, fitted, writer, step)
-            message = f"step {step}/{total_steps}: " + _describe(config.eval_split, train, test, ips)
-            (bar.write if bar is not None else print)(message)
-        if step % config.checkpoint_every == 0 or step == total_steps:
-            checkpointer.save(step, view(state))
+    try:
+        for length in _chunk_lengths(start, total_steps, (config.eval_every, config.checkpoint_every),
+                                     fused_steps(config)):
+            compiled_before = length in runners
+            if not compiled_before:
+                runners[length] = make_multi_step(train_step, config.batch_size, len(train_split), length, mesh,
+                                                  pmap_devices)
+            began = time.perf_counter()
+            state, perm, metrics = runners[length](state, perm, train_images, train_labels, data_key, step_key)
+            metrics = jax.device_get(view(metrics))
+            seconds = time.perf_counter() - began
+            if compiled_before:  # The first call of each length includes compilation.
+                train_seconds += seconds
+                train_images_seen += length * config.batch_size
+            step += length
+            applied = metrics["skipped"] == 0
+            for name, values in metrics.items():
+                if name not in ("nonfinite", "skipped", "grad_norm", "kl_weight"):
+                    window.setdefault(name, []).extend(values[applied].tolist())
+            ips = train_images_seen / train_seconds if train_seconds else float("nan")
+            if bar is not None:
+                bar.update(length)
+                bar.set_postfix(loss=f"{float(np.mean(metrics['loss'])):.2f}", img_s=f"{ips:,.0f}")
+            for name, values in metrics.items():
+                writer.add_scalar(f"train/{name}", float(np.mean(values)), step)
+            streak = _nonfinite_streak(streak, metrics["nonfinite"])
+            if streak >= config.max_nonfinite:
+                checkpointer.wait()
+                good = checkpointer.latest_step()
+                raise TrainingError(
+                    f"the loss or gradients were non-finite for {streak} consecutive steps (up to step {step}); "
+                    f"stopped (--max_nonfinite {config.max_nonfinite}); last good checkpoint: "
+                    f"{'none' if good is None else os.path.join(checkpointer.directory, str(good))}; "
+                    "lower --learning_rate or set --grad_clip")
+            if step % config.eval_every == 0 or step == total_steps:
+                params = view(state.eval_params())
+                test = evaluation.evaluate(model, params, test_images, data.eval_key(), labels=test_labels)
+                train = {name: float(np.mean(values)) if values else float("nan") for name, values in window.items()}
+                last = {"step": step, "epoch": step / steps_per_epoch,
+                        **{f"train_{k}": v for k, v in train.items()},
+                        "skipped_updates": int(view(state.skipped)),
+                        **{f"test_{k}": v for k, v in test.items()},
+                        "train_images_per_sec": ips}
+                window = {}
+                _append_jsonl(os.path.join(workdir, METRICS_FILE), last)
+                for name, value in test.items():
+                    writer.add_scalar(f"test/{name}", value, step)
+                if np.isfinite(ips):
+                    writer.add_scalar("train/images_per_sec", ips, step)
+                fitted = priors.fit(encode_all(model, params, train_images, train_labels if model.conditional
+                                               else None), config.latent_mixture, config.seed)
+                priors.save(workdir, fitted)
+                write_images(model, params, test_images, test_labels, sample_key, workdir, fitted, writer, step)
+                message = f"step {step}/{total_steps}: " + _describe(config.eval_split, train, test, ips)
+                (bar.write if bar is not None else print)(message)
+            if step % config.checkpoint_every == 0 or step == total_steps:
+                checkpointer.save(step, view(state))
+    except KeyboardInterrupt:  # Ctrl-C, timeout -s INT, or SIGTERM (see cli.run): keep the progress.
+        save_on_interrupt(checkpointer, view(state))
+        checkpointer.close()
+        writer.close()
+        raise
     checkpointer.wait()
     checkpointer.close()
     writer.close()
@@ -452,6 +458,21 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
                                    labels=test_labels)
         last = {"step": step, **{f"test_{k}": v for k, v in test.items()}}
     return last
+
+
+def save_on_interrupt(checkpointer: checkpoints.Checkpointer, state: TrainState) -> None:
+    """Checkpoints ``state`` at its own step when training is interrupted, unless that step is
+    already saved. The state is whole: a step's arrays are replaced only when it finished."""
+    try:
+        step = int(state.step)
+        if step not in checkpointer.steps():
+            checkpointer.save(step, state)
+        checkpointer.wait()
+        log.warning("interrupted: saved a checkpoint at step %d in %s; rerun the same command to resume",
+                    step, checkpointer.directory)
+    except Exception as e:  # e.g. buffers donated to a call that was cut short.
+        log.warning("interrupted: could not checkpoint the current step (%s: %s); the last periodic "
+                    "checkpoint stands", type(e).__name__, str(e)[:200])
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):

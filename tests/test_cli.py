@@ -2,8 +2,11 @@
 
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -183,9 +186,6 @@ def test_train_on_8_devices_sharded_and_pmap_matches_1_device(tfds_dir, tmp_path
 
 def test_kill_9_then_resume_equals_an_uninterrupted_run(tfds_dir, tmp_path):
     """SIGKILL at a random moment (possibly mid-checkpoint), resume, compare params bitwise."""
-    import random
-    import signal
-    import time
 
     import jax
 
@@ -220,6 +220,27 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tfds_dir, tmp_path):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     steps = [m["step"] for m in _metrics(str(workdir))]
     assert steps == sorted(set(steps)) and steps[-1] == 300
+
+
+def test_sigterm_checkpoints_the_current_step_and_exits_130(tfds_dir, tmp_path):
+    """Preemption (SIGTERM) or Ctrl-C: the run saves the step it reached, not only the last
+    periodic checkpoint, and a rerun resumes from there."""
+    workdir = tmp_path / "run"
+    flags = ["--data_dir", tfds_dir, "--steps", "100000", "--eval_every", "50", "--checkpoint_every", "100000",
+             "--steps_per_call", "10", "--no_progress"]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), "--workdir", str(workdir),
+                             *map(str, flags)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (workdir / "metrics.jsonl").exists():  # Step 50 is done.
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    saved = sorted(int(p) for p in os.listdir(workdir / "checkpoints") if p.isdigit())
+    assert len(saved) == 1 and 50 <= saved[0] < 100000 and saved[0] % 10 == 0, saved
+    assert f"saved a checkpoint at step {saved[0]}" in stderr and "Traceback" not in stderr
 
 
 def test_unwritable_workdir_is_refused(tmp_path, tfds_dir):
