@@ -28,6 +28,8 @@ import logging
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -386,6 +388,7 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
     last: dict[str, float] = {}
     bar = _progress_bar(total_steps, start, progress)
     step = start
+    stop = StopRequest()
     try:
         for length in _chunk_lengths(start, total_steps, (config.eval_every, config.checkpoint_every),
                                      fused_steps(config)):
@@ -443,11 +446,15 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
                 (bar.write if bar is not None else print)(message)
             if step % config.checkpoint_every == 0 or step == total_steps:
                 checkpointer.save(step, view(state))
-    except KeyboardInterrupt:  # Ctrl-C, timeout -s INT, or SIGTERM (see cli.run): keep the progress.
+            if stop.requested:
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:  # Ctrl-C, timeout -s INT, SIGTERM (preemption): keep the progress.
         save_on_interrupt(checkpointer, view(state))
         checkpointer.close()
         writer.close()
         raise
+    finally:
+        stop.restore()
     checkpointer.wait()
     checkpointer.close()
     writer.close()
@@ -458,6 +465,32 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
                                    labels=test_labels)
         last = {"step": step, **{f"test_{k}": v for k, v in test.items()}}
     return last
+
+
+class StopRequest:
+    """While training, SIGINT and SIGTERM only set ``requested``: the loop stops after the
+    chunk in flight, so the state it checkpoints is whole (a signal landing inside a
+    dispatched call would otherwise lose the call's donated input state). A second signal
+    interrupts at once. Handlers are installed only in the main thread; ``restore`` puts
+    the previous ones back."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stopping after the current steps (signal %d); signal again to stop at once", signum)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
 
 def save_on_interrupt(checkpointer: checkpoints.Checkpointer, state: TrainState) -> None:
