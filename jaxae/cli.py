@@ -58,10 +58,11 @@ HELP = {
     "steps_per_call": "training steps fused into one compiled call",
     "max_nonfinite": "stop after N consecutive non-finite steps (each is skipped)",
     "parallel": "multi-device mode: sharded (jit over a mesh) or pmap",
+    "dtype": "compute dtype of the networks (params, loss and optimizer stay float32)",
 }
 CHOICES = {"model": "MODELS", "arch": "ARCHS", "activation": "ACTIVATIONS", "likelihood": "LIKELIHOODS",
            "binarize": "BINARIZE", "lr_schedule": "LR_SCHEDULES", "input_noise": "INPUT_NOISE",
-           "parallel": "PARALLEL"}
+           "parallel": "PARALLEL", "dtype": "DTYPES"}
 
 
 class ArgumentParser(argparse.ArgumentParser):
