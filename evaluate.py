@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from jaxae import cli
+from jaxae import cli, distributed
 from jaxae.config import ConfigError
 
 
@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     parser.add_argument("--measure_peak", action="store_true",
                         help="also time a float32 matmul to report the fraction of the machine's peak")
+    cli.add_config_flags(parser, distributed.Cluster)
     args = parser.parse_args(argv)
     for name in ("batch_size", "chunk"):
         if getattr(args, name) <= 0:
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.num_images is not None and args.num_images <= 0:
         raise ConfigError(f"--num_images must be > 0, got {args.num_images}")
     cli.quiet_libraries()
+    distributed.initialize(cli.config_from_args(args, distributed.Cluster))  # Before any other JAX call.
 
     import jax
 
@@ -48,25 +50,28 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {k: getattr(args, k) for k in ("data_dir", "manual_dir") if getattr(args, k) is not None}
     config = config.replace(**overrides)
     model, params, step = checkpoints.load_model(args.workdir)
-    builder = data.prepared_builder(config)
+    builder = distributed.primary_first(lambda: data.prepared_builder(config), "prepare_dataset")
     split = data.load_split(builder, args.split)
     images = split.images[:args.num_images]
     labels = None if split.labels is None else split.labels[:args.num_images]
-    if args.batch_size % jax.local_device_count():
-        raise ConfigError(f"--batch_size {args.batch_size} must be divisible by the "
-                          f"{jax.local_device_count()} local devices")
-    print(f"jaxae: evaluating step {step} of {args.workdir} on {len(images)} {config.dataset}/{args.split} "
-          f"images with IWAE k={args.iwae_samples} on {jax.local_device_count()} {jax.default_backend()} device(s)")
+    if args.batch_size % jax.device_count():
+        raise ConfigError(f"--batch_size {args.batch_size} must be divisible by the {jax.device_count()} devices")
+    primary = distributed.is_primary()  # Every process evaluates its rows of each batch; process 0 reports.
+    if primary:
+        print(f"jaxae: evaluating step {step} of {args.workdir} on {len(images)} {config.dataset}/{args.split} "
+              f"images with IWAE k={args.iwae_samples} on {jax.device_count()} {jax.default_backend()} device(s)")
     result = evaluation.evaluate_full(model, params, images, data.eval_key(), labels=labels,
-                                      iwae_samples=args.iwae_samples,
-                                      batch_size=args.batch_size, chunk=args.chunk, progress=not args.no_progress)
+                                      iwae_samples=args.iwae_samples, batch_size=args.batch_size, chunk=args.chunk,
+                                      progress=not args.no_progress and primary)
     result.update(step=step, split=args.split, dataset=config.dataset, input_mode=model.spec.mode,
-                  backend=jax.default_backend(), devices=jax.local_device_count())
+                  backend=jax.default_backend(), devices=jax.device_count(), processes=jax.process_count())
     if args.measure_peak and args.iwae_samples:
         from jaxae.perf import matmul_peak_flops
 
         result["matmul_peak_flops_per_sec"] = matmul_peak_flops()
         result["fraction_of_peak"] = result["achieved_flops_per_sec"] / result["matmul_peak_flops_per_sec"]
+    if not primary:
+        return
     path = os.path.join(args.workdir, f"eval_{args.split}.json")
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "w") as f:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from jaxae import cli
+from jaxae import cli, distributed
 from jaxae.config import ConfigError
 
 MODES = ("interpolate", "traverse", "reconstruct", "denoise")
@@ -130,9 +130,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="reconstruct clean images from a noisy PNG or .npy (N, H, W, C) in [0, 1]")
     parser.add_argument("--frames", type=int, default=10, help="frames per interpolation/traversal row")
     parser.add_argument("--save_array", default=None, help="also write the images, float32 in [0, 1], as .npy")
+    cli.add_config_flags(parser, distributed.Cluster)
     args = parser.parse_args(argv)
     _check_args(args)
     cli.quiet_libraries()
+    distributed.initialize(cli.config_from_args(args, distributed.Cluster))  # Before any other JAX call.
 
     import jax
     import numpy as np
@@ -141,8 +143,16 @@ def main(argv: list[str] | None = None) -> None:
     from jaxae.checkpoints import load_model
 
     model, params, step = load_model(args.workdir)
-    print(f"jaxae: {model.family} from step {step} of {args.workdir} on {jax.device_count()} "
-          f"{jax.default_backend()} device(s) ({jax.devices()[0].device_kind})")
+    primary = distributed.is_primary()  # Every process computes the same images; process 0 writes them.
+    if primary:
+        print(f"jaxae: {model.family} from step {step} of {args.workdir} on {jax.local_device_count()} "
+              f"{jax.default_backend()} device(s) ({jax.devices()[0].device_kind})")
+
+    def on_devices(num: int):
+        """The sharding of a batch of ``num`` over the local devices (or None), and the params on its mesh."""
+        sharding = distributed.batch_sharding(num, jax.local_devices())
+        return sharding, params if sharding is None else distributed.put(params, distributed.replicated(sharding))
+
     num_cols = 8
     if args.interpolate or args.traverse is not None or args.reconstruct:
         test = _test_split(args.workdir)
@@ -166,14 +176,18 @@ def main(argv: list[str] | None = None) -> None:
         else:
             n = min(args.reconstruct, count) // 8 * 8 or min(args.reconstruct, count)
             num_cols = min(8, n)
-            inputs = test.images[:n]
-            recons = sampling.reconstruct(model, params, inputs, None if labels is None else labels[:n])
+            sharding, placed = on_devices(n)
+            inputs, labels = test.images[:n], None if labels is None else labels[:n]
+            if sharding is not None:
+                inputs, labels = distributed.put((inputs, labels), sharding)
+            recons = sampling.reconstruct(model, placed, inputs, labels)
             out = sampling.interleave_rows(model.scaled_input(inputs), recons, num_cols)
     elif args.denoise is not None:
         noisy = _read_noisy(args.denoise, model)
         if model.conditional:
             raise ConfigError("--denoise is not available for cvae: it needs each image's label")
-        clean = sampling.reconstruct(model, params, noisy)
+        sharding, placed = on_devices(len(noisy))
+        clean = sampling.reconstruct(model, placed, noisy if sharding is None else distributed.put(noisy, sharding))
         out = sampling.interleave_rows(model.scaled_input(noisy), clean, 1) if len(noisy) == 1 else clean
         num_cols = 1 if len(noisy) == 1 else 8
     else:
@@ -186,10 +200,13 @@ def main(argv: list[str] | None = None) -> None:
             raise ConfigError("an ae has no standard prior: use --prior fitted")
         labels, per_class = _labels(args.label, model, args.num_samples)
         num = args.num_samples if labels is None else len(labels)
-        out = sampling.sample_prior(model, params, jax.random.key(args.seed), num,
-                                    _temperature(model, args.temperature), labels, prior)
+        sharding, placed = on_devices(num)
+        out = sampling.sample_prior(model, placed, jax.random.key(args.seed), num,
+                                    _temperature(model, args.temperature), labels, prior, sharding=sharding)
         num_cols = per_class or 8
     out = np.asarray(out)
+    if not primary:
+        return
     images.save_png(args.output, out, num_cols=num_cols)
     print(f"wrote {args.output} ({len(out)} images)")
     if args.save_array:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from jaxae import cli
+from jaxae import cli, distributed
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,18 +18,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reset", action="store_true", help="discard a previous run in --workdir")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     cli.add_config_flags(parser)
+    cli.add_config_flags(parser, distributed.Cluster)
     args = parser.parse_args(argv)
     config = cli.validate(cli.config_from_args(args))
     cli.quiet_libraries()
+    processes = distributed.initialize(cli.config_from_args(args, distributed.Cluster))  # Before any JAX call.
 
     import jax
 
     from jaxae.training import train_and_evaluate
 
-    print(f"jaxae: training {config.model}/{config.arch} on {config.dataset} with "
-          f"{jax.device_count()} {jax.default_backend()} device(s); workdir {args.workdir}")
+    primary = distributed.is_primary()  # Only process 0 prints and writes files.
+    if primary:
+        print(f"jaxae: training {config.model}/{config.arch} on {config.dataset} with "
+              f"{jax.device_count()} {jax.default_backend()} device(s) in {processes}; workdir {args.workdir}")
     final = train_and_evaluate(config, args.workdir, reset=args.reset, progress=not args.no_progress)
-    print("final:", json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in final.items()}))
+    if primary:
+        print("final:", json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in final.items()}))
 
 
 if __name__ == "__main__":

@@ -65,10 +65,16 @@ HELP = {
     "steps_per_call": "training steps fused into one compiled call",
     "max_nonfinite": "stop after N consecutive non-finite steps (each is skipped)",
     "parallel": "multi-device mode: sharded (jit over a mesh) or pmap",
+    "dtype": "compute dtype of the networks (params, loss and optimizer stay float32)",
+    # jaxae.distributed.Cluster: joining a multi-process run.
+    "coordinator_address": "multi-process run: HOST:PORT of process 0 (default: $JAX_COORDINATOR_ADDRESS)",
+    "num_processes": "multi-process run: number of processes; 1 never starts jax.distributed "
+                     "(default: $JAX_NUM_PROCESSES, else detected)",
+    "process_id": "multi-process run: this process's index (default: $JAX_PROCESS_ID, else detected)",
 }
 CHOICES = {"model": "MODELS", "arch": "ARCHS", "activation": "ACTIVATIONS", "likelihood": "LIKELIHOODS",
            "binarize": "BINARIZE", "lr_schedule": "LR_SCHEDULES", "input_noise": "INPUT_NOISE",
-           "parallel": "PARALLEL"}
+           "parallel": "PARALLEL", "dtype": "DTYPES"}
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -94,11 +100,12 @@ _PARSERS = {"str": str, "int": int, "float": float, "tuple[int, ...]": _int_list
             "str | None": _optional(str), "int | None": _optional(int), "float | None": _optional(float)}
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """Adds one ``--name`` flag per Config field, defaulting to the field's default."""
+def add_config_flags(parser: argparse.ArgumentParser, cls: type = Config) -> None:
+    """Adds one ``--name`` flag per field of the dataclass ``cls`` (Config, or
+    jaxae.distributed.Cluster), defaulting to the field's default."""
     from jaxae import config as config_module
 
-    for field in dataclasses.fields(Config):
+    for field in dataclasses.fields(cls):
         choices = getattr(config_module, CHOICES[field.name]) if field.name in CHOICES else None
         default = field.default
         if field.type == "bool":  # --name / --no-name
@@ -111,8 +118,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                             help=f"{HELP[field.name]} (default: {shown})")
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    return Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
+def config_from_args(args: argparse.Namespace, cls: type = Config):
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
 def quiet_libraries() -> None:

@@ -40,12 +40,13 @@ LIKELIHOODS = ("bernoulli", "gaussian", "logistic_mixture")
 BINARIZE = ("dynamic", "none")
 LR_SCHEDULES = ("constant", "cosine")
 PARALLEL = ("sharded", "pmap")
+DTYPES = ("float32", "bfloat16")
 
 # Fields that may change when a run is resumed in the same work directory: they do
 # not change the model, the optimizer or the data the checkpoint was trained on.
 RESUMABLE_FIELDS = frozenset(
     {"steps", "epochs", "eval_every", "checkpoint_every", "keep_checkpoints",
-     "data_dir", "manual_dir", "steps_per_call", "max_nonfinite", "parallel"}
+     "data_dir", "manual_dir", "steps_per_call", "max_nonfinite", "parallel", "dtype"}
 )
 
 
@@ -120,6 +121,8 @@ class Config:
       was NaN/Inf (each such update is skipped and counted).
       parallel: with several devices, ``sharded`` runs one jit over a Mesh (batch
       sharded, state replicated); ``pmap`` runs the same step under jax.pmap.
+      dtype: compute dtype of the encoder/decoder layers (``bfloat16`` for speed on
+      accelerators); params, the likelihood, the KL, the loss and Adam stay float32.
     """
 
     dataset: str = "mnist_5k"
@@ -169,6 +172,7 @@ class Config:
     steps_per_call: int = 50
     max_nonfinite: int = 20
     parallel: str = "sharded"
+    dtype: str = "float32"
 
     def mlp_settings(self) -> tuple[tuple[int, ...], tuple[int, ...], str]:
         """(hidden_dims, top_hidden_dims, activation) after applying an MLP preset."""
@@ -242,6 +246,7 @@ def validate(config: Config) -> Config:
     _choice("binarize", c.binarize, BINARIZE)
     _choice("lr_schedule", c.lr_schedule, LR_SCHEDULES)
     _choice("parallel", c.parallel, PARALLEL)
+    _choice("dtype", c.dtype, DTYPES)
     _choice("input_noise", c.input_noise, INPUT_NOISE)
     for name in ("beta", "free_bits", "code_l2"):
         if not getattr(c, name) >= 0:
@@ -281,6 +286,8 @@ def validate(config: Config) -> Config:
     if (c.model == "hvae") != (c.arch in HVAE_PRESETS):
         raise ConfigError(f"--model hvae needs an --arch of {', '.join(HVAE_PRESETS)} and those presets need "
                           f"--model hvae; got --model {c.model} --arch {c.arch}")
+    if c.model == "hvae" and c.dtype != "float32":
+        raise ConfigError(f"--dtype {c.dtype} is implemented for the mlp and conv networks; hvae computes in float32")
     if c.model == "hvae" and c.stochastic_layers != 1:
         raise ConfigError("--model hvae sets its own hierarchy; leave --stochastic_layers at 1")
     if c.skip_threshold < 0:

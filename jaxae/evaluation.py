@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxae import distributed
 from jaxae.data import example_keys, to_model_input
 
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -131,18 +132,17 @@ def evaluate_full(model, params, images: np.ndarray, rng: jax.Array, *, labels: 
     0) in nats per image, ``bpd`` and ``bpd_iwae``, ``mse`` (squared error of the
     reconstruction from the posterior mean, per image), ``active_units``,
     ``kl_per_dim`` (list), plus ``num_images``, ``iwae_samples``, ``seconds`` and
-    ``images_per_sec``. Batches are sharded over all local devices. For the deterministic
+    ``images_per_sec``. Batches are sharded over all devices (of every process, each
+    of which must call this with the same arguments). For the deterministic
     ``ae`` only ``loss``, ``recon``, ``mse`` and ``active_units`` apply.
     """
     num = len(images)
     if model.deterministic:
         iwae_samples = 0
     chunk = largest_divisor_at_most(iwae_samples, chunk) if iwae_samples else 0
-    devices = jax.local_devices()
-    sharding = None
-    if len(devices) > 1 and batch_size % len(devices) == 0:
-        mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
-        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    sharding = distributed.batch_sharding(batch_size)
+    if sharding is not None:
+        params = distributed.put(params, distributed.replicated(sharding))
     sums: dict[str, np.ndarray] = {}
     means = []
     bar = None
@@ -154,11 +154,11 @@ def evaluate_full(model, params, images: np.ndarray, rng: jax.Array, *, labels: 
     for start in range(0, num, batch_size):
         batch, valid = _padded_batch(images, labels, start, batch_size)
         if sharding is not None:
-            batch = jax.device_put(batch, sharding)
+            batch = distributed.put(batch, sharding)
         out, (x, latent_keys, cond) = _full_eval_batch(model, params, batch, rng, start)
         if iwae_samples:
             out["log_px_iwae"] = iwae_log_likelihood(model, params, x, latent_keys, iwae_samples, chunk, cond)
-        out = jax.device_get(out)
+        out = distributed.to_host(out)
         means.append(out.pop("posterior_mean")[:valid])
         for name, value in out.items():
             sums[name] = sums.get(name, 0.0) + np.sum(np.asarray(value, np.float64)[:valid], axis=0)

@@ -11,21 +11,25 @@ from jaxae import priors
 from jaxae.priors import FittedPrior
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
+@functools.partial(jax.jit, static_argnums=(0, 3), static_argnames=("sharding",))
 def sample_prior(model, params, rng: jax.Array, num_samples: int, temperature: float | jax.Array = 1.0,
-                 labels: jax.Array | None = None, prior: FittedPrior | None = None) -> jax.Array:
+                 labels: jax.Array | None = None, prior: FittedPrior | None = None,
+                 sharding: jax.sharding.NamedSharding | None = None) -> jax.Array:
     """Decodes latents into mean images, float32 (num_samples, H, W, C) in [0, 1].
 
     Latents: z ~ N(0, temperature^2 I) of size ``model.prior_dim``, or from a fitted
     prior (jaxae.priors) with its covariance scaled by temperature^2. ``temperature``
     may be a (prior_dim,) vector (per-group temperatures of ``hvae``, see
     ``hvae.group_temperatures``). ``labels`` (num_samples,) pick the classes of a
-    conditional model.
+    conditional model. ``sharding``: split the latents' batch axis over its devices (the
+    params must then live on its mesh, e.g. replicated); the images do not change.
     """
     if prior is None:
         z = temperature * jax.random.normal(rng, (num_samples, model.prior_dim))
     else:
         z = priors.sample(prior, rng, num_samples, temperature)
+    if sharding is not None:
+        z = jax.lax.with_sharding_constraint(z, sharding)
     return model.decode_mean(params, z, labels)
 
 

@@ -40,7 +40,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxae import checkpoints, data, evaluation, images, priors, sampling
+from jaxae import checkpoints, data, distributed, evaluation, images, priors, sampling
 from jaxae.cli import TrainingError
 from jaxae.config import Config, ConfigError, validate
 from jaxae.models import make_model
@@ -297,6 +297,8 @@ def write_images(model, params, test_images: jax.Array, test_labels: jax.Array |
     labels = None if test_labels is None or not model.conditional else test_labels[:NUM_GRID_RECONSTRUCTIONS]
     recons = sampling.reconstruct(model, params, inputs, labels)
     pairs = np.asarray(sampling.interleave_rows(model.scaled_input(inputs), recons, 8))
+    if not distributed.is_primary():  # Every process computes (the arrays span all devices); process 0 writes.
+        return
     images.save_png(os.path.join(workdir, SAMPLES_FILE), samples, num_cols=8)
     images.save_png(os.path.join(workdir, RECONSTRUCTIONS_FILE), pairs, num_cols=8)
     if writer is not None:
@@ -319,6 +321,8 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
     Writes config.json, checkpoints/, metrics.jsonl (one JSON object per evaluation),
     samples.png, reconstructions.png and TensorBoard events. Returns the last
     evaluation's metrics. Raises ConfigError, before writing anything, on bad input.
+    With several processes (jaxae.distributed) every process calls this; only process 0
+    writes files other than the (collective) checkpoints.
     """
     validate(config)
     check_workdir_writable(workdir)
@@ -326,8 +330,11 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
         checkpoints.check_resumable(workdir, config)
     if config.batch_size % jax.device_count():
         raise ConfigError(f"--batch_size {config.batch_size} must be divisible by the {jax.device_count()} devices")
+    if config.parallel == "pmap" and jax.process_count() > 1:
+        raise ConfigError(f"--parallel pmap runs on one process's devices; use --parallel sharded with "
+                          f"{jax.process_count()} processes")
 
-    builder = data.prepared_builder(config)
+    builder = distributed.primary_first(lambda: data.prepared_builder(config), "prepare_dataset")
     train_split = data.load_split(builder, config.train_split)
     test_split = data.load_split(builder, config.eval_split)
     if config.batch_size > len(train_split):
@@ -342,24 +349,30 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
     init_key, data_key, step_key, sample_key = (jax.random.fold_in(root, i) for i in range(4))
     optimizer = make_optimizer(config, total_steps)
     state = create_train_state(model, optimizer, init_key, ema=config.ema_decay > 0)
+    num_devices = jax.device_count()
+    pmap_devices = num_devices if config.parallel == "pmap" and num_devices > 1 else 0
+    mesh = data_mesh() if num_devices > 1 and not pmap_devices else None
+    replicated = NamedSharding(mesh, PartitionSpec()) if mesh else jax.devices()[0]
+    # Placed before restoring, so Orbax restores straight into the (global) replicated sharding.
+    state = distributed.put(state, replicated)
 
-    if reset:
-        reset_workdir(workdir)
-    os.makedirs(workdir, exist_ok=True)
+    primary = distributed.is_primary()
+    if primary:
+        if reset:
+            reset_workdir(workdir)
+        os.makedirs(workdir, exist_ok=True)
+    distributed.barrier("workdir_ready")
     checkpointer = checkpoints.Checkpointer(workdir, keep=config.keep_checkpoints)
     restored = checkpointer.restore(state)
     start = 0
     if restored is not None:
         start, state = restored
         log.info("resuming from step %d of %s", start, checkpointer.directory)
-    _truncate_metrics(os.path.join(workdir, METRICS_FILE), start)
-    config.save(checkpoints.config_path(workdir))
-    checkpoints.save_input_spec(workdir, spec)
+    if primary:
+        _truncate_metrics(os.path.join(workdir, METRICS_FILE), start)
+        config.save(checkpoints.config_path(workdir))
+        checkpoints.save_input_spec(workdir, spec)
 
-    num_devices = jax.device_count()
-    pmap_devices = num_devices if config.parallel == "pmap" and num_devices > 1 else 0
-    mesh = data_mesh() if num_devices > 1 and not pmap_devices else None
-    replicated = NamedSharding(mesh, PartitionSpec()) if mesh else jax.devices()[0]
     if pmap_devices:  # State and perm get a leading device axis; view() takes device 0's copy.
         per_device = NamedSharding(jax.sharding.Mesh(np.array(jax.local_devices()[:pmap_devices]), (PMAP_AXIS,)),
                                    PartitionSpec(PMAP_AXIS))
@@ -369,24 +382,20 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
         state = stack(state)
     else:
         stack = view = lambda tree: tree  # noqa: E731
-        state = jax.device_put(state, replicated)
-    train_images = jax.device_put(train_split.images, replicated)
-    train_labels = None if train_split.labels is None else jax.device_put(train_split.labels, replicated)
-    test_images = jax.device_put(test_split.images, replicated)
-    test_labels = None if test_split.labels is None else jax.device_put(test_split.labels, replicated)
+    # Every process read the whole split: each places it on its own devices (jaxae.distributed).
+    train_images, train_labels, test_images, test_labels = distributed.put(
+        (train_split.images, train_split.labels, test_split.images, test_split.labels), replicated)
     epoch = start // steps_per_epoch
     perm = stack(jax.device_put(data.epoch_permutation(data_key, epoch, len(train_split)), replicated))
 
-    from tensorboardX import SummaryWriter
-
-    writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    writer = distributed.summary_writer(os.path.join(workdir, "tensorboard"))
     train_step = make_train_step(model, optimizer, axis_name=PMAP_AXIS if pmap_devices else None,
                                  skip_threshold=config.skip_threshold, ema_decay=config.ema_decay)
     runners: dict[int, Callable] = {}
     train_seconds, train_images_seen, streak = 0.0, 0, 0
     window: dict[str, list[float]] = {}
     last: dict[str, float] = {}
-    bar = _progress_bar(total_steps, start, progress)
+    bar = _progress_bar(total_steps, start, progress and primary)
     step = start
     stop = StopRequest()
     try:
@@ -398,7 +407,7 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
                                                   pmap_devices)
             began = time.perf_counter()
             state, perm, metrics = runners[length](state, perm, train_images, train_labels, data_key, step_key)
-            metrics = jax.device_get(view(metrics))
+            metrics = distributed.to_host(view(metrics))
             seconds = time.perf_counter() - began
             if compiled_before:  # The first call of each length includes compilation.
                 train_seconds += seconds
@@ -433,17 +442,20 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
                         **{f"test_{k}": v for k, v in test.items()},
                         "train_images_per_sec": ips}
                 window = {}
-                _append_jsonl(os.path.join(workdir, METRICS_FILE), last)
+                if primary:
+                    _append_jsonl(os.path.join(workdir, METRICS_FILE), last)
                 for name, value in test.items():
                     writer.add_scalar(f"test/{name}", value, step)
                 if np.isfinite(ips):
                     writer.add_scalar("train/images_per_sec", ips, step)
                 fitted = priors.fit(encode_all(model, params, train_images, train_labels if model.conditional
                                                else None), config.latent_mixture, config.seed)
-                priors.save(workdir, fitted)
+                if primary:
+                    priors.save(workdir, fitted)
                 write_images(model, params, test_images, test_labels, sample_key, workdir, fitted, writer, step)
                 message = f"step {step}/{total_steps}: " + _describe(config.eval_split, train, test, ips)
-                (bar.write if bar is not None else print)(message)
+                if primary:
+                    (bar.write if bar is not None else print)(message)
             if step % config.checkpoint_every == 0 or step == total_steps:
                 checkpointer.save(step, view(state))
             if stop.requested:

@@ -87,6 +87,25 @@ def test_sample_round_trip(trained, tmp_path):
     np.testing.assert_array_equal(images, np.load(again))
 
 
+def test_sample_shards_over_4_devices_and_matches_1_device(trained, tmp_path):
+    workdir, _ = trained
+    arrays = {}
+    for devices in (1, 4):
+        out = tmp_path / f"{devices}.npy"
+        result = run("sample.py", "--workdir", workdir, "--num_samples", 16, "--output", tmp_path / f"{devices}.png",
+                     "--save_array", out, devices=devices)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"on {devices} cpu device(s)" in result.stdout
+        arrays[devices] = np.load(out)
+        out = tmp_path / f"r{devices}.npy"
+        result = run("sample.py", "--workdir", workdir, "--reconstruct", 16, "--output", tmp_path / "r.png",
+                     "--save_array", out, devices=devices)
+        assert result.returncode == 0, result.stderr[-3000:]
+        arrays[f"r{devices}"] = np.load(out)
+    np.testing.assert_allclose(arrays[4], arrays[1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(arrays["r4"], arrays["r1"], rtol=1e-5, atol=1e-6)
+
+
 def _snapshot(folder):
     snap = {}
     for root, _, files in os.walk(folder):
@@ -113,6 +132,9 @@ BAD_TRAIN = [
     (["--num_mixtures", "0"], "--num_mixtures must be > 0, got 0"),
     (["--hidden_dims", "2000000,2000000"], "parameters, more than the"),
     (["--manual_dir", "/no/such/dir"], "--manual_dir '/no/such/dir' is not a directory"),
+    (["--dtype", "float16"], "invalid choice: 'float16'"),
+    (["--coordinator_address", "nohost"], "--coordinator_address 'nohost' must be HOST:PORT"),
+    (["--process_id", "1"], "a multi-process run also needs --coordinator_address"),
 ]
 
 

@@ -14,7 +14,7 @@ from jaxae.objectives import ObjectiveSettings
 def make_model(config: Config, spec: InputSpec) -> AutoencoderModel:
     """Builds the model family named by ``config.model`` for inputs described by ``spec``."""
     from jaxae.likelihoods import make_likelihood
-    from jaxae.nets import make_encoder_decoder
+    from jaxae.nets import compute_dtype, make_encoder_decoder
 
     if config.model == "cvae" and spec.num_classes < 2:
         raise ConfigError(f"--model cvae needs a labelled dataset; {config.dataset!r} has no class labels")
@@ -35,9 +35,10 @@ def make_model(config: Config, spec: InputSpec) -> AutoencoderModel:
                                 likelihood=likelihood, spec=spec, latent_dim=config.latent_dim, settings=settings)
     top, bottom = config.top_latent_dim, config.latent_dim
     _, top_hidden, act = config.mlp_settings()
+    dtype = compute_dtype(config)
     net = TwoLayerNet(x_encoder=encoder, x_decoder=decoder, bottom_dim=bottom,
-                      z_encoder=MLPEncoder(top_hidden, top, act),
-                      z_decoder=MLPEncoder(tuple(reversed(top_hidden)), bottom, act))
+                      z_encoder=MLPEncoder(top_hidden, top, act, dtype),
+                      z_decoder=MLPEncoder(tuple(reversed(top_hidden)), bottom, act, dtype))
     return AutoencoderModel(family=config.model, net=net, likelihood=likelihood, spec=spec, latent_dim=top,
                             settings=settings, noise_dim=bottom + top)
 

@@ -5,6 +5,7 @@ likelihood.output_channels(C)."""
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxae.config import Config, ConfigError
@@ -15,11 +16,14 @@ from jaxae.nets.mlp import MLPDecoder, MLPEncoder
 def make_encoder_decoder(config: Config, image_shape: tuple[int, int, int],
                          out_channels: int) -> tuple[nn.Module, nn.Module]:
     """Builds the encoder and decoder of ``config.arch`` for images of ``image_shape`` (H, W, C);
-    the decoder emits ``out_channels`` likelihood parameters per pixel."""
+    the decoder emits ``out_channels`` likelihood parameters per pixel. Layers compute in
+    ``config.dtype`` with float32 params and float32 outputs."""
     out_shape = (*image_shape[:2], out_channels)
+    dtype = compute_dtype(config)
     if config.arch.startswith("mlp"):
         hidden, _, act = config.mlp_settings()
-        return (MLPEncoder(hidden, config.latent_dim, act), MLPDecoder(tuple(reversed(hidden)), out_shape, act))
+        return (MLPEncoder(hidden, config.latent_dim, act, dtype),
+                MLPDecoder(tuple(reversed(hidden)), out_shape, act, dtype))
     act = config.activation
     stride = 2 ** len(config.channels)
     height, width = image_shape[:2]
@@ -28,8 +32,13 @@ def make_encoder_decoder(config: Config, image_shape: tuple[int, int, int],
             f"--arch {config.arch} with {len(config.channels)} stride-2 stages needs image sides divisible "
             f"by {stride}; got {height}x{width} (use fewer --channels or --arch mlp)")
     residual = config.arch == "resnet"
-    return (ConvEncoder(config.channels, config.latent_dim, act, residual),
-            ConvDecoder(tuple(reversed(config.channels)), out_shape, act, residual))
+    return (ConvEncoder(config.channels, config.latent_dim, act, residual, dtype),
+            ConvDecoder(tuple(reversed(config.channels)), out_shape, act, residual, dtype))
 
 
-__all__ = ["ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder", "make_encoder_decoder"]
+def compute_dtype(config: Config) -> jnp.dtype:
+    """``config.dtype`` as a jnp dtype (float32 or bfloat16)."""
+    return jnp.dtype(config.dtype)
+
+
+__all__ = ["ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder", "compute_dtype", "make_encoder_decoder"]

@@ -2,11 +2,14 @@
 
 With ``residual=True`` (``--arch resnet``) each stage's 3x3 convolution becomes a
 pre-activation residual block, x + conv(act(conv(act(x)))), as in ResNet-style VAEs.
+``dtype`` is the compute dtype of every layer (params stay float32); outputs are
+float32, as in jaxae.nets.mlp.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,21 +35,22 @@ class ResidualBlock(nn.Module):
     """x + conv3x3(act(conv3x3(act(x)))), channels unchanged."""
 
     activation: str = "relu"
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = getattr(nn, self.activation)
-        h = nn.Conv(x.shape[-1], (3, 3))(act(x))
-        return x + nn.Conv(x.shape[-1], (3, 3))(act(h))
+        h = nn.Conv(x.shape[-1], (3, 3), dtype=self.dtype)(act(x))
+        return x + nn.Conv(x.shape[-1], (3, 3), dtype=self.dtype)(act(h))
 
 
-def _stage_conv(h: jax.Array, width: int, act, residual: bool, activation: str) -> jax.Array:
+def _stage_conv(h: jax.Array, width: int, act, residual: bool, activation: str, dtype: Any) -> jax.Array:
     """The stride-1 part of a stage: a 3x3 conv + act, or a residual block after a width change."""
     if not residual:
-        return act(nn.Conv(width, (3, 3))(h))
+        return act(nn.Conv(width, (3, 3), dtype=dtype)(h))
     if h.shape[-1] != width:
-        h = nn.Conv(width, (1, 1))(h)
-    return ResidualBlock(activation)(h)
+        h = nn.Conv(width, (1, 1), dtype=dtype)(h)
+    return ResidualBlock(activation, dtype)(h)
 
 
 class ConvEncoder(nn.Module):
@@ -59,19 +63,21 @@ class ConvEncoder(nn.Module):
     latent_dim: int
     activation: str = "relu"
     residual: bool = False
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         act = getattr(nn, self.activation)
-        h = 2.0 * x - 1.0
+        h = (2.0 * x - 1.0).astype(self.dtype)
         for width in self.channels:
-            h = _stage_conv(h, width, act, self.residual, self.activation)
-            h = act(nn.Conv(width, (4, 4), strides=(2, 2))(h))
+            h = _stage_conv(h, width, act, self.residual, self.activation, self.dtype)
+            h = act(nn.Conv(width, (4, 4), strides=(2, 2), dtype=self.dtype)(h))
         h = h.reshape(h.shape[0], -1)
         if cond is not None:
-            h = jnp.concatenate([h, cond], axis=-1)
-        h = act(nn.Dense(DENSE_WIDTH)(h))
-        mean, logvar = jnp.split(nn.Dense(2 * self.latent_dim)(h), 2, axis=-1)
+            h = jnp.concatenate([h, cond.astype(h.dtype)], axis=-1)
+        h = act(nn.Dense(DENSE_WIDTH, dtype=self.dtype)(h))
+        stats = nn.Dense(2 * self.latent_dim, dtype=self.dtype)(h).astype(jnp.float32)
+        mean, logvar = jnp.split(stats, 2, axis=-1)
         return mean, logvar
 
 
@@ -83,16 +89,18 @@ class ConvDecoder(nn.Module):
     out_shape: tuple[int, int, int]
     activation: str = "relu"
     residual: bool = False
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         act = getattr(nn, self.activation)
         stride = 2 ** len(self.channels)
         height, width = self.out_shape[0] // stride, self.out_shape[1] // stride
-        h = act(nn.Dense(DENSE_WIDTH)(z if cond is None else jnp.concatenate([z, cond], axis=-1)))
-        h = act(nn.Dense(height * width * self.channels[0])(h))
+        dense = lambda n: nn.Dense(n, dtype=self.dtype)  # noqa: E731
+        h = act(dense(DENSE_WIDTH)(z if cond is None else jnp.concatenate([z, cond], axis=-1)))
+        h = act(dense(height * width * self.channels[0])(h))
         h = h.reshape(z.shape[0], height, width, self.channels[0])
         for width_out in self.channels:
-            h = act(upsample2x(nn.Conv(4 * width_out, (3, 3))(h)))
-            h = _stage_conv(h, width_out, act, self.residual, self.activation)
-        return nn.Conv(self.out_shape[2], (3, 3))(h)
+            h = act(upsample2x(nn.Conv(4 * width_out, (3, 3), dtype=self.dtype)(h)))
+            h = _stage_conv(h, width_out, act, self.residual, self.activation, self.dtype)
+        return nn.Conv(self.out_shape[2], (3, 3), dtype=self.dtype)(h).astype(jnp.float32)

@@ -1,9 +1,14 @@
-"""Fully connected encoder and decoder."""
+"""Fully connected encoder and decoder.
+
+``dtype`` is the compute dtype of every layer (inputs are cast to it; params stay
+float32, ``param_dtype``); outputs are returned as float32 so the likelihood and KL
+are computed in full precision."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +21,7 @@ class MLPEncoder(nn.Module):
     hidden_dims: Sequence[int]
     latent_dim: int
     activation: str = "relu"
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
@@ -24,8 +30,8 @@ class MLPEncoder(nn.Module):
         if cond is not None:
             h = jnp.concatenate([h, cond], axis=-1)
         for width in self.hidden_dims:
-            h = act(nn.Dense(width)(h))
-        stats = nn.Dense(2 * self.latent_dim)(h)
+            h = act(nn.Dense(width, dtype=self.dtype)(h))
+        stats = nn.Dense(2 * self.latent_dim, dtype=self.dtype)(h).astype(jnp.float32)
         mean, logvar = jnp.split(stats, 2, axis=-1)
         return mean, logvar
 
@@ -36,12 +42,13 @@ class MLPDecoder(nn.Module):
     hidden_dims: Sequence[int]
     out_shape: tuple[int, int, int]
     activation: str = "relu"
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         act = getattr(nn, self.activation)
         h = z if cond is None else jnp.concatenate([z, cond], axis=-1)
         for width in self.hidden_dims:
-            h = act(nn.Dense(width)(h))
-        out = nn.Dense(math.prod(self.out_shape))(h)
+            h = act(nn.Dense(width, dtype=self.dtype)(h))
+        out = nn.Dense(math.prod(self.out_shape), dtype=self.dtype)(h).astype(jnp.float32)
         return out.reshape(z.shape[0], *self.out_shape)

@@ -1,0 +1,168 @@
+"""Multi-process runs: when jax.distributed starts, global arrays from host data, process-0-only
+writing, and two real processes on localhost (CPU, gloo collectives) matching one process."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+from conftest import REPO
+from jaxae import distributed
+from jaxae.config import ConfigError
+from jaxae.distributed import Cluster
+
+SLURM = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "node[1-2]", "SLURM_NTASKS": "2", "SLURM_PROCID": "1",
+         "SLURM_LOCALID": "0"}
+
+
+@pytest.fixture(autouse=True)
+def not_on_a_tpu_vm(monkeypatch):
+    monkeypatch.setattr(distributed, "_on_cloud_tpu_vm", lambda: False)
+
+
+def test_one_process_unless_asked_or_detected():
+    assert distributed.resolve(Cluster(), {}) == (None, "one process")
+    assert distributed.resolve(Cluster(), dict(SLURM, SLURM_NTASKS="1"))[0] is None   # srun -n 1
+    assert distributed.resolve(Cluster(), {"OMPI_MCA_orte_hnp_uri": "x", "OMPI_COMM_WORLD_SIZE": "1"})[0] is None
+
+
+def test_flags_then_environment_give_all_three_settings():
+    kwargs, why = distributed.resolve(Cluster("10.0.0.1:1234", 4, 3), {})
+    assert kwargs == {"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 3}
+    assert "4 processes" in why
+    env = {"JAX_COORDINATOR_ADDRESS": "host:99", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"}
+    assert distributed.resolve(Cluster(), env)[0] == {"coordinator_address": "host:99", "num_processes": 2,
+                                                      "process_id": 0}
+    assert distributed.resolve(Cluster(process_id=1), env)[0]["process_id"] == 1   # A flag beats its variable.
+
+
+def test_detected_clusters_leave_the_rest_to_jax(monkeypatch):
+    assert distributed.resolve(Cluster(), SLURM) == ({}, "a Slurm step of 2 tasks, detected")
+    ompi = {"OMPI_MCA_orte_hnp_uri": "1;tcp://10.0.0.1:3", "OMPI_COMM_WORLD_SIZE": "8"}
+    assert distributed.resolve(Cluster(), ompi) == ({}, "an Open MPI job of 8 ranks, detected")
+    assert distributed.resolve(Cluster(coordinator_address="h:5"), SLURM)[0] == {"coordinator_address": "h:5"}
+    monkeypatch.setattr(distributed, "_on_cloud_tpu_vm", lambda: True)
+    assert distributed.resolve(Cluster(), {}) == ({}, "a Cloud TPU VM, detected")
+
+
+def test_num_processes_1_opts_out_even_inside_a_cluster():
+    assert distributed.resolve(Cluster(num_processes=1), SLURM) == (None, "one process (--num_processes 1)")
+    assert distributed.resolve(Cluster(), dict(SLURM, JAX_NUM_PROCESSES="1"))[0] is None
+
+
+@pytest.mark.parametrize("cluster,env,message", [
+    (Cluster(coordinator_address="localhost"), {}, "--coordinator_address 'localhost' must be HOST:PORT"),
+    (Cluster(coordinator_address="h:70000"), {}, "port in 1..65535"),
+    (Cluster(num_processes=0), {}, "--num_processes must be in 1..65536, got 0"),
+    (Cluster("h:1", 2, 2), {}, "--process_id must be in 0..1, got 2"),
+    (Cluster(process_id=-1), {}, "--process_id must be in 0..65535, got -1"),
+    (Cluster(), {"JAX_NUM_PROCESSES": "two"}, "JAX_NUM_PROCESSES='two' must be an integer"),
+    (Cluster(process_id=1), {}, "also needs --coordinator_address (or JAX_COORDINATOR_ADDRESS), --num_processes"),
+    (Cluster("h:1", 2), {}, "also needs --process_id (or JAX_PROCESS_ID); got only --coordinator_address h:1"),
+])
+def test_bad_or_partial_settings_are_one_line_errors(cluster, env, message):
+    with pytest.raises(ConfigError) as error:
+        distributed.resolve(cluster, env)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_put_builds_the_same_global_array_as_device_put():
+    host = np.arange(8 * 3, dtype=np.float32).reshape(8, 3)
+    mesh = jax.make_mesh((4,), ("data",), devices=jax.devices()[:4])
+    for spec in (PartitionSpec(), PartitionSpec("data")):
+        sharding = NamedSharding(mesh, spec)
+        committed = jax.device_put(host, jax.devices()[1])   # A local committed array works too.
+        placed = distributed.put({"a": host, "b": committed, "none": None}, sharding)
+        assert placed["none"] is None
+        for value in (placed["a"], placed["b"]):
+            assert value.sharding == sharding
+            np.testing.assert_array_equal(distributed.to_host(value), host)
+
+
+def test_batch_sharding_only_when_it_divides():
+    assert distributed.batch_sharding(8, jax.devices()[:1]) is None
+    assert distributed.batch_sharding(6, jax.devices()[:4]) is None
+    sharding = distributed.batch_sharding(8, jax.devices()[:4])
+    assert sharding.spec == PartitionSpec("data") and len(sharding.device_set) == 4
+    assert distributed.replicated(sharding).spec == PartitionSpec()
+
+
+@pytest.mark.slow
+def test_only_process_0_writes_files_other_than_checkpoints(tfds_dir, tmp_path, monkeypatch, capsys):
+    """Process 1's view (process index mocked): it trains and checkpoints, and writes nothing else."""
+    from jaxae import training
+    from jaxae.config import Config
+
+    config = Config(data_dir=tfds_dir, steps=10, eval_every=5, checkpoint_every=5, hidden_dims=(32,),
+                    latent_dim=4, steps_per_call=5, batch_size=32)
+    monkeypatch.setattr(distributed, "is_primary", lambda: False)
+    final = training.train_and_evaluate(config, str(tmp_path / "w"), progress=False)
+    assert final["step"] == 10 and np.isfinite(final["test_nelbo"])
+    assert os.listdir(tmp_path / "w") == ["checkpoints"]
+    assert sorted(os.listdir(tmp_path / "w" / "checkpoints")) == ["10", "5"]
+    assert "step 10/10" not in capsys.readouterr().out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _train(workdir, devices, *extra, flags):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    for var in distributed.ENV.values():
+        env.pop(var, None)
+    return subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), "--workdir", str(workdir), *flags,
+                             *map(str, extra)], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+@pytest.mark.slow
+def test_two_processes_on_localhost_match_one_process_with_4_devices(tfds_dir, tmp_path):
+    """train.py as 2 processes x 2 CPU devices (jax.distributed, gloo collectives), stopped at
+    step 10 and resumed to 20, against one process with 4 devices straight to 20: same global
+    batches, so the same losses and parameters; only process 0 printed and wrote (one
+    metrics line per evaluation, one TensorBoard file)."""
+    from jaxae.checkpoints import load_model
+
+    flags = ["--data_dir", tfds_dir, "--eval_every", "10", "--checkpoint_every", "10", "--steps_per_call", "5",
+             "--hidden_dims", "64", "--latent_dim", "8", "--batch_size", "64", "--no_progress"]
+    one = _train(tmp_path / "one", 4, "--steps", 20, flags=flags)
+    out, err = one.communicate(timeout=600)
+    assert one.returncode == 0, err[-3000:]
+    assert "4 cpu device(s) in one process" in out
+    for steps in (10, 20):
+        port = _free_port()
+        procs = [_train(tmp_path / "two", 2, "--steps", steps, "--coordinator_address", f"localhost:{port}",
+                        "--num_processes", 2, "--process_id", i, flags=flags) for i in (0, 1)]
+        results = [p.communicate(timeout=600) for p in procs]
+        for p, (_, err) in zip(procs, results):
+            assert p.returncode == 0, err[-3000:]
+        assert "4 cpu device(s) in process 0 of 2" in results[0][0] and f"step {steps}/{steps}" in results[0][0]
+        gloo = "[Gloo]"                          # Gloo's C++ logs its connections to stdout.
+        assert [line for line in results[1][0].splitlines() if not line.startswith(gloo)] == []  # Process 1: silent.
+
+    def metrics(name):
+        with open(tmp_path / name / "metrics.jsonl") as f:
+            return [json.loads(line) for line in f]
+
+    a, b = metrics("one"), metrics("two")
+    assert [m["step"] for m in b] == [10, 20]                   # Written once, not once per process.
+    for x, y in zip(a, b):
+        for name in ("train_loss", "test_nelbo", "test_kl"):
+            np.testing.assert_allclose(y[name], x[name], rtol=1e-5)
+    assert a[-1]["test_nelbo"] < a[0]["test_nelbo"]
+    assert len(os.listdir(tmp_path / "two" / "tensorboard")) == 2   # One per run (= per resume), as with one process.
+    assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
+    _, params_one, step_one = load_model(str(tmp_path / "one"))
+    _, params_two, step_two = load_model(str(tmp_path / "two"))
+    assert step_one == step_two == 20
+    for x, y in zip(jax.tree.leaves(params_one), jax.tree.leaves(params_two)):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-5, atol=1e-6)
