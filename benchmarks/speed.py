@@ -1,26 +1,42 @@
-"""Speed benchmark: train / evaluation / sampling throughput and the fraction of the
-machine's measured float32 matmul peak, per model preset and batch size.
+"""Speed benchmark: train / evaluation / sampling throughput, the fraction of the machine's
+measured matmul peak, and memory, per model preset and batch size.
 
-    python benchmarks/speed.py                 # all presets, ~3 minutes on 2 CPU cores
+    python benchmarks/speed.py                 # all presets, ~4 minutes on 2 CPU cores
     python benchmarks/speed.py --presets mlp_flax --batch_sizes 128
+    python benchmarks/speed.py --synthetic --dtype bfloat16 --batch_sizes 512,4096   # no TFDS needed
 
-Data: the embedded mnist_5k digits (offline), kept on the device as uint8, batches drawn
-there by the same fused ``lax.scan`` loop train.py uses (steps_per_call steps per call).
-FLOPs per image come from XLA's cost analysis of one loop-free train step.
+Data: the embedded mnist_5k digits (offline), or with ``--synthetic`` random uint8
+images of the same shape (28x28x1; then neither tensorflow_datasets nor tensorboardX is
+imported, so it runs where only jax, flax, optax and orbax are installed). The split is
+kept on the device as uint8 and batches are drawn there by the same fused ``lax.scan``
+loop train.py uses (steps_per_call steps per call).
+
+Columns: FLOPs per image come from XLA's cost analysis of one loop-free train step;
+``% peak`` divides the achieved train FLOP/s by a matmul peak measured in the same run
+in the rows' ``--dtype`` (float32; bfloat16 with ``--dtype bfloat16``, and always also
+measured on accelerators). ``XLA MiB``: the device memory XLA plans for one fused train
+call (arguments + outputs - donated + temporaries). ``peak MiB``: on GPU/TPU the
+allocator's peak bytes in use so far (``device.memory_stats()``, so it never falls
+between rows); on CPU the growth of the process's peak resident memory during the row
+(0: it stayed below an earlier row's peak).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import sys
 import time
 
 import jax
+import numpy as np
 
-from jaxae import data, evaluation, perf, sampling, training
-from jaxae.config import Config
-from jaxae.models import make_model
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # This checkout's jaxae.
+from jaxae import data, evaluation, perf, sampling, training  # noqa: E402
+from jaxae.config import DTYPES, Config  # noqa: E402
+from jaxae.models import make_model  # noqa: E402
 
 PRESETS = {
     "mlp_flax": dict(arch="mlp", hidden_dims=(500,), latent_dim=20),         # Flax VAE example sizes
@@ -28,10 +44,33 @@ PRESETS = {
     "mlp_burda": dict(arch="mlp", hidden_dims=(200, 200), latent_dim=50, activation="tanh"),
     "conv": dict(arch="conv", channels=(32, 64), latent_dim=16),
 }
+# On XLA:CPU the conv rows run one step per call (XLA:CPU runs convolutions inside a
+# while loop, i.e. a lax.scan of several steps, ~50x slower; train.py --steps_per_call 1
+# does the same) and evaluate/sample fewer images, so the default benchmark stays within
+# minutes. Accelerators use the full settings.
+CPU_LIMITS = {"conv": {"steps_per_call": 1, "eval_images": 1000, "sample_images": 250}}
+SYNTHETIC_SHAPE = (28, 28, 1)
+SYNTHETIC_EXAMPLES = 4500  # As many as mnist_5k's train split (more when a batch needs it).
+MIB = 1 << 20
 
 
-def bench(preset: str, batch_size: int, split, spec, steps_per_call: int, seconds: float) -> dict:
-    config = Config(batch_size=batch_size, steps_per_call=steps_per_call, **PRESETS[preset])
+def synthetic_split(num_examples: int) -> tuple[data.Split, data.InputSpec]:
+    """Random uint8 images (num_examples, 28, 28, 1), scored like 8-bit digits (dynamic binarization)."""
+    images = np.random.default_rng(0).integers(0, 256, (num_examples, *SYNTHETIC_SHAPE), dtype=np.uint8)
+    return data.Split(images=images, labels=None), data.InputSpec(SYNTHETIC_SHAPE, 10, "dynamic")
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench(preset: str, batch_size: int, split, spec, steps_per_call: int, seconds: float,
+          dtype: str = "float32") -> dict:
+    limits = CPU_LIMITS.get(preset, {}) if jax.default_backend() == "cpu" else {}
+    steps_per_call = min(steps_per_call, limits.get("steps_per_call", steps_per_call))
+    eval_images, sample_images = limits.get("eval_images", len(split)), limits.get("sample_images", 1000)
+    config = Config(batch_size=batch_size, steps_per_call=steps_per_call, dtype=dtype, **PRESETS[preset])
+    rss_before = _peak_rss_mib()
     model = make_model(config, spec)
     optimizer = training.make_optimizer(config, 10_000)
     state = training.create_train_state(model, optimizer, jax.random.key(0))
@@ -43,25 +82,35 @@ def bench(preset: str, batch_size: int, split, spec, steps_per_call: int, second
     data_key, step_key = jax.random.key(2), jax.random.key(3)
     perm = data.epoch_permutation(data_key, 0, len(split))
     began = time.perf_counter()
-    state, perm, metrics = run(state, perm, images, None, data_key, step_key)
-    jax.block_until_ready(metrics)
+    compiled = run.lower(state, perm, images, None, data_key, step_key).compile()
     compile_seconds = time.perf_counter() - began
 
     def call():
         nonlocal state, perm
-        state, perm, out = run(state, perm, images, None, data_key, step_key)
+        state, perm, out = compiled(state, perm, images, None, data_key, step_key)
         return out
 
     per_call = perf.time_steady(call, seconds, warmup=1)
     train_ips = batch_size * steps_per_call / per_call
-    eval_seconds = perf.time_steady(lambda: evaluation.evaluate(model, state.params, images, jax.random.key(4),
-                                                                batch_size=500), seconds / 2)
-    sample = jax.jit(lambda p, k: sampling.sample_prior(model, p, k, 1000))
+    eval_split = images[:eval_images]
+    eval_seconds = perf.time_steady(lambda: evaluation.evaluate(model, state.params, eval_split, jax.random.key(4),
+                                                                batch_size=min(500, eval_images)), seconds / 2)
+    sample = jax.jit(lambda p, k: sampling.sample_prior(model, p, k, sample_images))
     sample_seconds = perf.time_steady(lambda: sample(state.params, jax.random.key(5)), seconds / 2)
-    return {"preset": preset, "batch_size": batch_size, "train_images_per_sec": train_ips,
-            "compile_seconds": compile_seconds, "train_flops_per_image": flops_step / batch_size,
+    device_peak = perf.device_peak_bytes()
+    xla_bytes = perf.compiled_bytes(compiled)
+    return {"preset": preset, "batch_size": batch_size, "dtype": dtype, "steps_per_call": steps_per_call,
+            "train_images_per_sec": train_ips, "compile_seconds": compile_seconds,
+            "train_flops_per_image": flops_step / batch_size,
             "train_flops_per_sec": flops_step / batch_size * train_ips,
-            "eval_images_per_sec": len(split) / eval_seconds, "sample_images_per_sec": 1000 / sample_seconds}
+            "eval_images_per_sec": eval_images / eval_seconds, "sample_images_per_sec": sample_images / sample_seconds,
+            "xla_train_call_mib": None if xla_bytes is None else xla_bytes / MIB,
+            "device_peak_mib": None if device_peak is None else device_peak / MIB,
+            "rss_growth_mib": None if device_peak is not None else max(0.0, _peak_rss_mib() - rss_before)}
+
+
+def _mib(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
 
 
 def main() -> None:
@@ -70,34 +119,54 @@ def main() -> None:
     parser.add_argument("--batch_sizes", default="128,512", help="comma-separated batch sizes")
     parser.add_argument("--steps_per_call", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=4.0, help="timing window per measurement")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="compute dtype of the networks")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="random uint8 28x28x1 images instead of TFDS mnist_5k (no tensorflow_datasets needed)")
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args()
-    config = Config(data_dir=args.data_dir)
-    builder = data.prepared_builder(config)
-    split = data.load_split(builder, "train")
-    spec = data.input_spec(config, builder, split)
-    peak = perf.matmul_peak_flops()
+    presets = args.presets.split(",")
+    unknown = sorted(set(presets) - set(PRESETS))
+    if unknown:
+        parser.error(f"unknown preset(s) {unknown}; known: {', '.join(PRESETS)}")
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    if args.synthetic:
+        split, spec = synthetic_split(max(SYNTHETIC_EXAMPLES, 2 * max(batch_sizes)))
+    else:
+        config = Config(data_dir=args.data_dir)
+        builder = data.prepared_builder(config)
+        split = data.load_split(builder, "train")
+        spec = data.input_spec(config, builder, split)
+    accelerator = jax.default_backend() != "cpu"
+    peaks = {name: perf.matmul_peak_flops(dtype=name) for name in DTYPES
+             if name == "float32" or name == args.dtype or accelerator}
     print(f"{jax.device_count()} {jax.default_backend()} device(s) ({jax.devices()[0].device_kind}); "
-          f"measured float32 matmul peak {peak / 1e9:.0f} GFLOP/s")
+          f"{'synthetic' if args.synthetic else 'mnist_5k'} data; compute {args.dtype}; measured matmul peak "
+          + ", ".join(f"{name} {peak / 1e9:,.0f} GFLOP/s" for name, peak in peaks.items()))
+    memory = "peak MiB" if perf.device_peak_bytes() is not None else "+RSS MiB"
     header = (f"{'preset':<12} {'batch':>5} {'train img/s':>11} {'compile s':>9} {'MFLOP/img':>9} "
-              f"{'% peak':>6} {'eval img/s':>10} {'sample img/s':>12}")
+              f"{'% peak':>6} {'eval img/s':>10} {'sample img/s':>12} {'XLA MiB':>8} {memory:>8}")
     print(header)
     rows = []
-    for preset in args.presets.split(","):
-        for batch_size in map(int, args.batch_sizes.split(",")):
-            row = bench(preset, batch_size, split, spec, args.steps_per_call, args.seconds)
-            row["fraction_of_peak"] = row["train_flops_per_sec"] / peak
+    for preset in presets:
+        for batch_size in batch_sizes:
+            row = bench(preset, batch_size, split, spec, args.steps_per_call, args.seconds, args.dtype)
+            row["fraction_of_peak"] = row["train_flops_per_sec"] / peaks[args.dtype]
             rows.append(row)
+            grown = row["device_peak_mib"] if row["device_peak_mib"] is not None else row["rss_growth_mib"]
             print(f"{preset:<12} {batch_size:>5} {row['train_images_per_sec']:>11,.0f} "
                   f"{row['compile_seconds']:>9.1f} {row['train_flops_per_image'] / 1e6:>9.2f} "
                   f"{100 * row['fraction_of_peak']:>5.0f}% {row['eval_images_per_sec']:>10,.0f} "
-                  f"{row['sample_images_per_sec']:>12,.0f}", flush=True)
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak resident memory {peak_rss:.0f} MiB")
+                  f"{row['sample_images_per_sec']:>12,.0f} {_mib(row['xla_train_call_mib']):>8} "
+                  f"{_mib(grown):>8}", flush=True)
+    peak_rss = _peak_rss_mib()
+    print(f"peak resident memory {peak_rss:,.0f} MiB")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"peak_flops_per_sec": peak, "peak_rss_mib": peak_rss, "rows": rows}, f, indent=2)
+            json.dump({"backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
+                       "dtype": args.dtype, "synthetic": args.synthetic,
+                       "peak_flops_per_sec": peaks[args.dtype], "matmul_peaks_flops_per_sec": peaks,
+                       "peak_rss_mib": peak_rss, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -67,10 +67,10 @@ HELP = {
     "parallel": "multi-device mode: sharded (jit over a mesh) or pmap",
     "dtype": "compute dtype of the networks (params, loss and optimizer stay float32)",
     # jaxae.distributed.Cluster: joining a multi-process run.
-    "coordinator_address": "multi-process run: HOST:PORT of process 0 (default: $JAX_COORDINATOR_ADDRESS)",
-    "num_processes": "multi-process run: number of processes; 1 never starts jax.distributed "
-                     "(default: $JAX_NUM_PROCESSES, else detected)",
-    "process_id": "multi-process run: this process's index (default: $JAX_PROCESS_ID, else detected)",
+    "coordinator_address": "multi-process run: HOST:PORT of process 0; none: $JAX_COORDINATOR_ADDRESS",
+    "num_processes": "multi-process run: number of processes, 1 never starts jax.distributed; "
+                     "none: $JAX_NUM_PROCESSES, else detected",
+    "process_id": "multi-process run: this process's index; none: $JAX_PROCESS_ID, else detected",
 }
 CHOICES = {"model": "MODELS", "arch": "ARCHS", "activation": "ACTIVATIONS", "likelihood": "LIKELIHOODS",
            "binarize": "BINARIZE", "lr_schedule": "LR_SCHEDULES", "input_noise": "INPUT_NOISE",

@@ -301,6 +301,27 @@ def test_bad_evaluate_input(trained, tfds_dir, args, message):
     assert len(lines) == 1 and message in lines[0], result.stderr
 
 
+def test_speed_benchmark_synthetic_needs_no_tfds_tensorboardx_or_mlxtend(tmp_path):
+    """--synthetic on a machine without tensorflow(_datasets), tensorboardX and mlxtend (as on a
+    bare GPU image): their imports are made to fail, and jaxae never needs them."""
+    out = tmp_path / "bench.json"
+    blocked = ("tensorflow", "tensorflow_datasets", "tensorboardX", "mlxtend")
+    code = (f"import sys, runpy; sys.modules.update(dict.fromkeys({blocked!r})); "
+            f"sys.argv = ['speed.py', '--synthetic', '--presets', 'mlp_burda', '--batch_sizes', '64', "
+            f"'--steps_per_call', '3', '--seconds', '0.2', '--dtype', 'bfloat16', '--json', {str(out)!r}]; "
+            "runpy.run_path('benchmarks/speed.py', run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out) as f:
+        report = json.load(f)
+    assert report["synthetic"] and report["dtype"] == "bfloat16"
+    assert set(report["matmul_peaks_flops_per_sec"]) == {"float32", "bfloat16"}
+    (row,) = report["rows"]
+    assert row["dtype"] == "bfloat16" and row["train_images_per_sec"] > 0 and 0 < row["fraction_of_peak"] < 1.5
+    assert row["xla_train_call_mib"] > 0 and row["rss_growth_mib"] >= 0 and row["device_peak_mib"] is None
+
+
 def test_speed_benchmark_runs(tfds_dir, tmp_path):
     out = tmp_path / "bench.json"
     result = run("benchmarks/speed.py", "--data_dir", tfds_dir, "--presets", "mlp_flax", "--batch_sizes", 32,

@@ -78,13 +78,14 @@ def test_loss_decreases_on_real_digits(mnist5k):
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:3]), losses
 
 
-def test_multi_step_equals_single_steps_and_crosses_epochs():
+@pytest.mark.parametrize("num_steps", [7, 1])  # 7: crosses two epoch boundaries; 1: the loop-free call.
+def test_multi_step_equals_single_steps_and_crosses_epochs(num_steps):
     """The fused scan over device-resident data replays exactly the per-step loop."""
     model, optimizer, state = _setup()
     images = jax.random.bernoulli(jax.random.key(5), 0.3, (96, 28, 28, 1)).astype(jnp.uint8) * 255
     data_key, step_key = jax.random.key(7), jax.random.key(8)
     step = training.make_train_step(model, optimizer)
-    batch_size, num_steps = 32, 7  # 3 steps per epoch: crosses two epoch boundaries.
+    batch_size = 32  # 3 steps per epoch.
     from jaxae.data import epoch_permutation
 
     run = training.make_multi_step(step, batch_size, 96, num_steps)
