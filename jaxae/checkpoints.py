@@ -9,6 +9,7 @@ ever unpickled.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -86,14 +87,35 @@ class Checkpointer:
         """
         for step in reversed(self.steps()):
             try:
-                return step, self._manager.restore(step, args=ocp.args.StandardRestore(target))
+                return step, self._restore(step, target)
             except Exception as e:  # Orbax raises various types for damaged files.
                 log.warning("checkpoint %s is unreadable (%s: %s); trying an older one",
                             os.path.join(self.directory, str(step)), type(e).__name__, str(e)[:200])
         return None
 
+    def _restore(self, step: int, target: Any) -> Any:
+        try:
+            return self._manager.restore(step, args=ocp.args.StandardRestore(target))
+        except ValueError:
+            # Checkpoints written before a dataclass state gained an optional field (e.g.
+            # TrainState.ema_params) lack it: restore the other fields, keep the None.
+            present = _present_fields(target)
+            if present is None:
+                raise
+            restored = self._manager.restore(step, args=ocp.args.StandardRestore(present))
+            return dataclasses.replace(target, **restored)
+
     def close(self) -> None:
         self._manager.close()
+
+
+def _present_fields(target: Any) -> dict | None:
+    """A dataclass state's non-None fields as a dict, or None when it has no None field."""
+    if not dataclasses.is_dataclass(target):
+        return None
+    fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)}
+    present = {name: value for name, value in fields.items() if value is not None}
+    return present if len(present) < len(fields) else None
 
 
 def save_input_spec(workdir: str, spec: InputSpec) -> None:

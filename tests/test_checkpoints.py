@@ -49,3 +49,24 @@ def test_config_round_trip_and_resume_check(tmp_path):
     with pytest.raises(ConfigError, match=r"different config: latent_dim=5 \(asked 6\)"):
         checkpoints.check_resumable(str(tmp_path), config.replace(latent_dim=6))
     assert checkpoints.check_resumable(str(tmp_path / "new"), config) is None
+
+
+def test_checkpoints_from_before_ema_params_still_restore(tmp_path):
+    """A state saved without the (later added) optional ema_params field restores into
+    today's TrainState, whose ema_params is None."""
+    import jax.numpy as jnp
+
+    from jaxae.checkpoints import Checkpointer
+    from jaxae.training import TrainState
+
+    params = {"w": jnp.arange(3.0)}
+    legacy = {"step": jnp.asarray(7), "params": params, "opt_state": {"m": jnp.ones(3)}, "skipped": jnp.asarray(0)}
+    saver = Checkpointer(str(tmp_path))
+    saver.save(7, legacy)
+    saver.wait()
+    saver.close()
+    target = TrainState(step=jnp.asarray(0), params={"w": jnp.zeros(3)}, opt_state={"m": jnp.zeros(3)},
+                        skipped=jnp.asarray(0))
+    step, state = Checkpointer(str(tmp_path)).restore(target)
+    assert step == 7 and int(state.step) == 7 and state.ema_params is None
+    assert list(state.params["w"]) == [0.0, 1.0, 2.0]
