@@ -169,3 +169,16 @@ def test_cifar10_binary_reader_on_the_real_files():
     neighbour = lambda a: np.abs(np.diff(a, axis=2)).mean()  # noqa: E731
     assert neighbour(x) < 0.3 * neighbour(shuffled)
     assert np.abs(x[..., 0] - x[..., 1]).mean() < 0.3 * np.abs(shuffled[..., 0] - shuffled[..., 1]).mean()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir(REAL_CIFAR), reason="the real CIFAR-10 files are only on the project's machines")
+def test_cifar10_binary_prepares_the_real_release(tmp_path):
+    """~30 s on 2 cores: all 50,000 training images, balanced, and the test images with their official labels."""
+    builder = data.prepared_builder(Config(dataset="cifar10_binary", data_dir=str(tmp_path), manual_dir=REAL_CIFAR))
+    train, test = data.load_split(builder, "train"), data.load_split(builder, "test")
+    assert train.images.shape == (50000, 32, 32, 3) and np.bincount(train.labels).tolist() == [5000] * 10
+    with open(os.path.join(REAL_CIFAR, "test_labels_all10000.txt")) as f:
+        official = np.array([int(line) for line in f if line.strip()])
+    assert len(test) in (1000, 10000)
+    np.testing.assert_array_equal(np.bincount(test.labels, minlength=10), np.bincount(official[:len(test)]))
