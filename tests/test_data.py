@@ -193,3 +193,16 @@ def test_npz_dataset_round_trip_and_errors(tmp_path):
             data.load_split(source, bad)
     with pytest.raises(ConfigError, match="is not a file"):
         data.prepared_builder(Config(dataset=str(tmp_path / "missing.npz")))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir(REAL_CIFAR), reason="the real CIFAR-10 files are only on the project's machines")
+def test_cifar10_binary_prepares_the_real_release(tmp_path):
+    """~30 s on 2 cores: all 50,000 training images, balanced, and the test images with their official labels."""
+    builder = data.prepared_builder(Config(dataset="cifar10_binary", data_dir=str(tmp_path), manual_dir=REAL_CIFAR))
+    train, test = data.load_split(builder, "train"), data.load_split(builder, "test")
+    assert train.images.shape == (50000, 32, 32, 3) and np.bincount(train.labels).tolist() == [5000] * 10
+    with open(os.path.join(REAL_CIFAR, "test_labels_all10000.txt")) as f:
+        official = np.array([int(line) for line in f if line.strip()])
+    assert len(test) in (1000, 10000)
+    np.testing.assert_array_equal(np.bincount(test.labels, minlength=10), np.bincount(official[:len(test)]))
