@@ -36,9 +36,10 @@ def make_encoder_decoder(config: Config, image_shape: tuple[int, int, int],
             ConvDecoder(tuple(reversed(config.channels)), out_shape, act, residual, dtype))
 
 
-def compute_dtype(config: Config) -> jnp.dtype:
-    """``config.dtype`` as a jnp dtype (float32 or bfloat16)."""
-    return jnp.dtype(config.dtype)
+def compute_dtype(config: Config) -> jnp.dtype | None:
+    """``config.dtype`` as the layers' compute dtype: None for float32 (compute in the
+    params' own precision), else the jnp dtype (bfloat16)."""
+    return None if config.dtype == "float32" else jnp.dtype(config.dtype)
 
 
 __all__ = ["ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder", "compute_dtype", "make_encoder_decoder"]

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from jaxae.nets.mlp import widen
+
 DENSE_WIDTH = 256
 
 
@@ -35,7 +37,7 @@ class ResidualBlock(nn.Module):
     """x + conv3x3(act(conv3x3(act(x)))), channels unchanged."""
 
     activation: str = "relu"
-    dtype: Any = jnp.float32
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -63,7 +65,7 @@ class ConvEncoder(nn.Module):
     latent_dim: int
     activation: str = "relu"
     residual: bool = False
-    dtype: Any = jnp.float32
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
@@ -76,7 +78,7 @@ class ConvEncoder(nn.Module):
         if cond is not None:
             h = jnp.concatenate([h, cond.astype(h.dtype)], axis=-1)
         h = act(nn.Dense(DENSE_WIDTH, dtype=self.dtype)(h))
-        stats = nn.Dense(2 * self.latent_dim, dtype=self.dtype)(h).astype(jnp.float32)
+        stats = widen(nn.Dense(2 * self.latent_dim, dtype=self.dtype)(h), self.dtype)
         mean, logvar = jnp.split(stats, 2, axis=-1)
         return mean, logvar
 
@@ -89,7 +91,7 @@ class ConvDecoder(nn.Module):
     out_shape: tuple[int, int, int]
     activation: str = "relu"
     residual: bool = False
-    dtype: Any = jnp.float32
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, z: jax.Array, cond: jax.Array | None = None) -> jax.Array:
@@ -103,4 +105,4 @@ class ConvDecoder(nn.Module):
         for width_out in self.channels:
             h = act(upsample2x(nn.Conv(4 * width_out, (3, 3), dtype=self.dtype)(h)))
             h = _stage_conv(h, width_out, act, self.residual, self.activation, self.dtype)
-        return nn.Conv(self.out_shape[2], (3, 3), dtype=self.dtype)(h).astype(jnp.float32)
+        return widen(nn.Conv(self.out_shape[2], (3, 3), dtype=self.dtype)(h), self.dtype)

@@ -15,13 +15,20 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 
+
+def widen(x: jax.Array, dtype: Any) -> jax.Array:
+    """A network output back in float32 when the layers computed in a reduced dtype; with
+    ``dtype`` None (the default: the params' precision, float32 or float64 in gradient
+    checks) it is returned unchanged."""
+    return x if dtype is None else x.astype(jnp.float32)
+
 class MLPEncoder(nn.Module):
     """(B, H, W, C) in [0, 1] and optional condition (B, K) -> (mean, logvar), each (B, latent_dim)."""
 
     hidden_dims: Sequence[int]
     latent_dim: int
     activation: str = "relu"
-    dtype: Any = jnp.float32
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
@@ -31,7 +38,7 @@ class MLPEncoder(nn.Module):
             h = jnp.concatenate([h, cond], axis=-1)
         for width in self.hidden_dims:
             h = act(nn.Dense(width, dtype=self.dtype)(h))
-        stats = nn.Dense(2 * self.latent_dim, dtype=self.dtype)(h).astype(jnp.float32)
+        stats = widen(nn.Dense(2 * self.latent_dim, dtype=self.dtype)(h), self.dtype)
         mean, logvar = jnp.split(stats, 2, axis=-1)
         return mean, logvar
 
@@ -42,7 +49,7 @@ class MLPDecoder(nn.Module):
     hidden_dims: Sequence[int]
     out_shape: tuple[int, int, int]
     activation: str = "relu"
-    dtype: Any = jnp.float32
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, z: jax.Array, cond: jax.Array | None = None) -> jax.Array:
@@ -50,5 +57,5 @@ class MLPDecoder(nn.Module):
         h = z if cond is None else jnp.concatenate([z, cond], axis=-1)
         for width in self.hidden_dims:
             h = act(nn.Dense(width, dtype=self.dtype)(h))
-        out = nn.Dense(math.prod(self.out_shape), dtype=self.dtype)(h).astype(jnp.float32)
+        out = widen(nn.Dense(math.prod(self.out_shape), dtype=self.dtype)(h), self.dtype)
         return out.reshape(z.shape[0], *self.out_shape)
