@@ -46,12 +46,11 @@ PRESETS = {
     "hvae_mnist": dict(model="hvae", arch="hvae_mnist"),  # Not in the default list: ~50 images/s on 2 CPU cores.
 }
 DEFAULT_PRESETS = ("mlp_flax", "mlp_default", "mlp_burda", "conv")
-# On XLA:CPU the conv rows run one step per call (XLA:CPU runs convolutions inside a
-# while loop, i.e. a lax.scan of several steps, ~50x slower; train.py --steps_per_call 1
-# does the same) and evaluate/sample fewer images, so the default benchmark stays within
-# minutes. Accelerators use the full settings.
-CPU_LIMITS = {"conv": {"steps_per_call": 1, "eval_images": 1000, "sample_images": 250},
-              "hvae_mnist": {"steps_per_call": 1, "eval_images": 200, "sample_images": 64}}
+# On XLA:CPU the conv rows run one step per call, as train.py does (training.fused_steps:
+# XLA:CPU runs convolutions inside a lax.scan loop ~50x slower), and evaluate/sample fewer
+# images, so the default benchmark stays within minutes. Accelerators use the full settings.
+CPU_LIMITS = {"conv": {"eval_images": 1000, "sample_images": 250},
+              "hvae_mnist": {"eval_images": 200, "sample_images": 64}}
 SYNTHETIC_SHAPE = (28, 28, 1)
 SYNTHETIC_EXAMPLES = 4500  # As many as mnist_5k's train split (more when a batch needs it).
 MIB = 1 << 20
@@ -70,9 +69,9 @@ def _peak_rss_mib() -> float:
 def bench(preset: str, batch_size: int, split, spec, steps_per_call: int, seconds: float,
           dtype: str = "float32") -> dict:
     limits = CPU_LIMITS.get(preset, {}) if jax.default_backend() == "cpu" else {}
-    steps_per_call = min(steps_per_call, limits.get("steps_per_call", steps_per_call))
     eval_images, sample_images = limits.get("eval_images", len(split)), limits.get("sample_images", 1000)
     config = Config(batch_size=batch_size, steps_per_call=steps_per_call, dtype=dtype, **PRESETS[preset])
+    steps_per_call = training.fused_steps(config)  # The rule train.py uses (1 for convolutional models on CPU).
     rss_before = _peak_rss_mib()
     model = make_model(config, spec)
     optimizer = training.make_optimizer(config, 10_000)
