@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from jaxae import cli, distributed
+from jaxae import cli, distributed, io
 from jaxae.config import ConfigError
 
 
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     parser.add_argument("--measure_peak", action="store_true",
                         help="also time a float32 matmul to report the fraction of the machine's peak")
-    cli.add_config_flags(parser, distributed.Cluster)
+    cli.add_dataclass_flags(parser, distributed.Cluster)
     args = parser.parse_args(argv)
     for name in ("batch_size", "chunk"):
         if getattr(args, name) <= 0:
@@ -40,17 +40,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.num_images is not None and args.num_images <= 0:
         raise ConfigError(f"--num_images must be > 0, got {args.num_images}")
     cli.quiet_libraries()
-    distributed.initialize(cli.config_from_args(args, distributed.Cluster))  # Before any other JAX call.
+    distributed.initialize(cli.dataclass_from_args(args, distributed.Cluster))  # Before any other JAX call.
 
     import jax
 
-    from jaxae import checkpoints, data, evaluation
+    from jaxae import data, evaluation, inputs, workdir
 
-    config = checkpoints.load_run_config(args.workdir)
+    config = workdir.load_config(args.workdir)
     overrides = {k: getattr(args, k) for k in ("data_dir", "manual_dir") if getattr(args, k) is not None}
     config = config.replace(**overrides)
-    model, params, step = checkpoints.load_model(args.workdir)
-    builder = distributed.primary_first(lambda: data.prepared_builder(config), "prepare_dataset")
+    model, params, step = workdir.load_model(args.workdir)
+    builder = distributed.primary_first(lambda: data.prepared_builder(config.data), "prepare_dataset")
     split = data.load_split(builder, args.split)
     images = split.images[:args.num_images]
     labels = None if split.labels is None else split.labels[:args.num_images]
@@ -58,12 +58,12 @@ def main(argv: list[str] | None = None) -> None:
         raise ConfigError(f"--batch_size {args.batch_size} must be divisible by the {jax.device_count()} devices")
     primary = distributed.is_primary()  # Every process evaluates its rows of each batch; process 0 reports.
     if primary:
-        print(f"jaxae: evaluating step {step} of {args.workdir} on {len(images)} {config.dataset}/{args.split} "
+        print(f"jaxae: evaluating step {step} of {args.workdir} on {len(images)} {config.data.dataset}/{args.split} "
               f"images with IWAE k={args.iwae_samples} on {jax.device_count()} {jax.default_backend()} device(s)")
-    result = evaluation.evaluate_full(model, params, images, data.eval_key(), labels=labels,
+    result = evaluation.evaluate_full(model, params, images, inputs.eval_key(), labels=labels,
                                       iwae_samples=args.iwae_samples, batch_size=args.batch_size, chunk=args.chunk,
                                       progress=not args.no_progress and primary)
-    result.update(step=step, split=args.split, dataset=config.dataset, input_mode=model.spec.mode,
+    result.update(step=step, split=args.split, dataset=config.data.dataset, input_mode=model.spec.mode,
                   backend=jax.default_backend(), devices=jax.device_count(), processes=jax.process_count())
     if args.measure_peak and args.iwae_samples:
         from jaxae.perf import matmul_peak_flops
@@ -73,10 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     if not primary:
         return
     path = os.path.join(args.workdir, f"eval_{args.split}.json")
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, path)
+    io.write_text(path, json.dumps(result, indent=2))
     parts = []
     if "nelbo" in result:
         parts.append(f"nelbo {result['nelbo']:.2f} nats ({result['bpd']:.4f} bits/dim)")

@@ -54,7 +54,8 @@ def _labels(arg: str | None, model, num: int):
             return None, None
         arg = "all"
     if not model.conditional:
-        raise ConfigError(f"--label needs a class-conditional model (--model cvae); this one is {model.family}")
+        raise ConfigError(f"--label needs a class-conditional model (--model cvae, or --conditional); "
+                          f"this {model.name} is not")
     classes = model.spec.num_classes
     if arg == "all":
         per_class = max(1, num // classes)
@@ -65,10 +66,11 @@ def _labels(arg: str | None, model, num: int):
 
 
 def _test_split(workdir: str):
-    from jaxae import checkpoints, data
+    from jaxae import data
+    from jaxae import workdir as layout
 
-    config = checkpoints.load_run_config(workdir)
-    return data.load_split(data.prepared_builder(config), config.eval_split)
+    config = layout.load_config(workdir)
+    return data.load_split(data.prepared_builder(config.data), config.data.eval_split)
 
 
 def _read_noisy(path: str, model):
@@ -90,20 +92,6 @@ def _read_noisy(path: str, model):
         raise ConfigError(f"--denoise image shape {tuple(array.shape[1:])} does not match the model's {shape}")
     scale = 1.0 if model.spec.mode == "binary" else 255.0
     return np.round(np.clip(array, 0.0, 1.0) * scale).astype(np.uint8)
-
-
-def _temperature(model, values: list[float]):
-    """--temperature values -> a scalar, or for hvae a per-dimension scale of the prior noise."""
-    if model.family != "hvae" or len(values) == 1:
-        if len(values) != 1:
-            raise ConfigError(f"--temperature takes one value for {model.family}; per-group lists are for hvae")
-        return values[0]
-    from jaxae.models.hvae import group_temperatures
-
-    try:
-        return group_temperatures(model.net.arch, values)
-    except ValueError as e:
-        raise ConfigError(f"--temperature: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -130,22 +118,22 @@ def main(argv: list[str] | None = None) -> None:
                         help="reconstruct clean images from a noisy PNG or .npy (N, H, W, C) in [0, 1]")
     parser.add_argument("--frames", type=int, default=10, help="frames per interpolation/traversal row")
     parser.add_argument("--save_array", default=None, help="also write the images, float32 in [0, 1], as .npy")
-    cli.add_config_flags(parser, distributed.Cluster)
+    cli.add_dataclass_flags(parser, distributed.Cluster)
     args = parser.parse_args(argv)
     _check_args(args)
     cli.quiet_libraries()
-    distributed.initialize(cli.config_from_args(args, distributed.Cluster))  # Before any other JAX call.
+    distributed.initialize(cli.dataclass_from_args(args, distributed.Cluster))  # Before any other JAX call.
 
     import jax
     import numpy as np
 
-    from jaxae import images, priors, sampling
-    from jaxae.checkpoints import load_model
+    from jaxae import images, inputs, priors, sampling
+    from jaxae.workdir import load_model
 
     model, params, step = load_model(args.workdir)
     primary = distributed.is_primary()  # Every process computes the same images; process 0 writes them.
     if primary:
-        print(f"jaxae: {model.family} from step {step} of {args.workdir} on {jax.local_device_count()} "
+        print(f"jaxae: {model.name} from step {step} of {args.workdir} on {jax.local_device_count()} "
               f"{jax.default_backend()} device(s) ({jax.devices()[0].device_kind})")
 
     def on_devices(num: int):
@@ -177,18 +165,18 @@ def main(argv: list[str] | None = None) -> None:
             n = min(args.reconstruct, count) // 8 * 8 or min(args.reconstruct, count)
             num_cols = min(8, n)
             sharding, placed = on_devices(n)
-            inputs, labels = test.images[:n], None if labels is None else labels[:n]
+            shown, labels = test.images[:n], None if labels is None else labels[:n]
             if sharding is not None:
-                inputs, labels = distributed.put((inputs, labels), sharding)
-            recons = sampling.reconstruct(model, placed, inputs, labels)
-            out = sampling.interleave_rows(model.scaled_input(inputs), recons, num_cols)
+                shown, labels = distributed.put((shown, labels), sharding)
+            recons = sampling.reconstruct(model, placed, shown, labels)
+            out = sampling.interleave_rows(inputs.scaled(shown, model.spec), recons, num_cols)
     elif args.denoise is not None:
         noisy = _read_noisy(args.denoise, model)
         if model.conditional:
             raise ConfigError("--denoise is not available for cvae: it needs each image's label")
         sharding, placed = on_devices(len(noisy))
         clean = sampling.reconstruct(model, placed, noisy if sharding is None else distributed.put(noisy, sharding))
-        out = sampling.interleave_rows(model.scaled_input(noisy), clean, 1) if len(noisy) == 1 else clean
+        out = sampling.interleave_rows(inputs.scaled(noisy, model.spec), clean, 1) if len(noisy) == 1 else clean
         num_cols = 1 if len(noisy) == 1 else 8
     else:
         prior_name = args.prior or ("fitted" if model.deterministic else "standard")
@@ -202,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         num = args.num_samples if labels is None else len(labels)
         sharding, placed = on_devices(num)
         out = sampling.sample_prior(model, placed, jax.random.key(args.seed), num,
-                                    _temperature(model, args.temperature), labels, prior, sharding=sharding)
+                                    model.noise_scale(args.temperature), labels, prior, sharding=sharding)
         num_cols = per_class or 8
     out = np.asarray(out)
     if not primary:

@@ -2,6 +2,7 @@
 
     python train.py                                   # VAE on the embedded mnist_5k digits
     python train.py --dataset binarized_mnist --manual_dir ../shared/data/binarized_mnist
+    python train.py --config benchmarks/presets/vae_burda_dynamic.py --workdir runs/burda
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reset", action="store_true", help="discard a previous run in --workdir")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     cli.add_config_flags(parser)
-    cli.add_config_flags(parser, distributed.Cluster)
+    cli.add_dataclass_flags(parser, distributed.Cluster)
     args = parser.parse_args(argv)
-    config = cli.validate(cli.config_from_args(args))
+    config = cli.config_from_args(args)
     cli.quiet_libraries()
-    processes = distributed.initialize(cli.config_from_args(args, distributed.Cluster))  # Before any JAX call.
+    processes = distributed.initialize(cli.dataclass_from_args(args, distributed.Cluster))  # Before any JAX call.
 
     import jax
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
 
     primary = distributed.is_primary()  # Only process 0 prints and writes files.
     if primary:
-        print(f"jaxae: training {config.model}/{config.arch} on {config.dataset} with "
+        print(f"jaxae: training {config.model.family}/{config.model.arch} on {config.data.dataset} with "
               f"{jax.device_count()} {jax.default_backend()} device(s) in {processes}; workdir {args.workdir}")
     final = train_and_evaluate(config, args.workdir, reset=args.reset, progress=not args.no_progress)
     if primary:

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from jaxae import cli, data
-from jaxae.config import Config
+from jaxae.config import DataConfig, ModelConfig
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,9 +24,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="the .npz file to write")
     args = parser.parse_args(argv)
     cli.quiet_libraries()
-    builder = data.prepared_builder(Config(dataset=args.dataset, data_dir=args.data_dir, manual_dir=args.manual_dir))
+    source = DataConfig(dataset=args.dataset, data_dir=args.data_dir, manual_dir=args.manual_dir)
+    builder = data.prepared_builder(source)
     splits = {name: data.load_split(builder, name) for name in args.splits.split(",")}
-    num_classes = data.input_spec(Config(dataset=args.dataset), builder, next(iter(splits.values()))).num_classes
+    num_classes = data.input_spec(source, ModelConfig(), builder, next(iter(splits.values()))).num_classes
     data.save_npz(args.out, splits, num_classes)
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v.images.shape}" for k, v in splits.items()))
 

@@ -34,9 +34,9 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # This checkout's jaxae.
-from jaxae import data, evaluation, perf, sampling, training  # noqa: E402
-from jaxae.config import DTYPES, Config  # noqa: E402
-from jaxae.models import make_model  # noqa: E402
+from jaxae import data, evaluation, hardware, inputs, perf, sampling, training  # noqa: E402
+from jaxae.config import DTYPES, Config, DataConfig, ModelConfig  # noqa: E402
+from jaxae.families import make_model  # noqa: E402
 
 PRESETS = {
     "mlp_flax": dict(arch="mlp", hidden_dims=(500,), latent_dim=20),         # Flax VAE example sizes
@@ -46,7 +46,7 @@ PRESETS = {
     "hvae_mnist": dict(model="hvae", arch="hvae_mnist"),  # Not in the default list: ~50 images/s on 2 CPU cores.
 }
 DEFAULT_PRESETS = ("mlp_flax", "mlp_default", "mlp_burda", "conv")
-# On XLA:CPU the conv rows run one step per call, as train.py does (training.fused_steps:
+# On XLA:CPU the conv rows run one step per call, as train.py does (jaxae.hardware:
 # XLA:CPU runs convolutions inside a lax.scan loop ~50x slower), and evaluate/sample fewer
 # images, so the default benchmark stays within minutes. Accelerators use the full settings.
 CPU_LIMITS = {"conv": {"eval_images": 1000, "sample_images": 250},
@@ -66,15 +66,15 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench(preset: str, batch_size: int, split, spec, steps_per_call: int, seconds: float,
+def bench(preset: str, batch_size: int, split, spec, steps_per_call: int | None, seconds: float,
           dtype: str = "float32") -> dict:
     limits = CPU_LIMITS.get(preset, {}) if jax.default_backend() == "cpu" else {}
     eval_images, sample_images = limits.get("eval_images", len(split)), limits.get("sample_images", 1000)
-    config = Config(batch_size=batch_size, steps_per_call=steps_per_call, dtype=dtype, **PRESETS[preset])
-    steps_per_call = training.fused_steps(config)  # The rule train.py uses (1 for convolutional models on CPU).
+    config = Config.create(batch_size=batch_size, steps_per_call=steps_per_call, dtype=dtype, **PRESETS[preset])
     rss_before = _peak_rss_mib()
     model = make_model(config, spec)
-    optimizer = training.make_optimizer(config, 10_000)
+    steps_per_call = hardware.steps_per_call(steps_per_call, model.convolutional)  # The rule train.py uses.
+    optimizer = training.make_optimizer(config.optimizer, 10_000)
     state = training.create_train_state(model, optimizer, jax.random.key(0))
     step = training.make_train_step(model, optimizer)
     images = jax.device_put(split.images)
@@ -82,7 +82,7 @@ def bench(preset: str, batch_size: int, split, spec, steps_per_call: int, second
     flops_step = perf.flops_of(step, state, batch, jax.random.key(1))
     run = training.make_multi_step(step, batch_size, len(split), steps_per_call)
     data_key, step_key = jax.random.key(2), jax.random.key(3)
-    perm = data.epoch_permutation(data_key, 0, len(split))
+    perm = inputs.epoch_permutation(data_key, 0, len(split))
     began = time.perf_counter()
     compiled = run.lower(state, perm, images, None, data_key, step_key).compile()
     compile_seconds = time.perf_counter() - began
@@ -120,7 +120,8 @@ def main() -> None:
     parser.add_argument("--presets", default=",".join(DEFAULT_PRESETS),
                         help=f"comma-separated presets of {', '.join(PRESETS)} (default: {', '.join(DEFAULT_PRESETS)})")
     parser.add_argument("--batch_sizes", default="128,512", help="comma-separated batch sizes")
-    parser.add_argument("--steps_per_call", type=int, default=50)
+    parser.add_argument("--steps_per_call", type=int, default=None,
+                        help="steps fused per call (default: jaxae.hardware's choice, as train.py)")
     parser.add_argument("--seconds", type=float, default=4.0, help="timing window per measurement")
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="compute dtype of the networks")
     parser.add_argument("--synthetic", action="store_true",
@@ -136,10 +137,9 @@ def main() -> None:
     if args.synthetic:
         split, spec = synthetic_split(max(SYNTHETIC_EXAMPLES, 2 * max(batch_sizes)))
     else:
-        config = Config(data_dir=args.data_dir)
-        builder = data.prepared_builder(config)
+        builder = data.prepared_builder(DataConfig(data_dir=args.data_dir))
         split = data.load_split(builder, "train")
-        spec = data.input_spec(config, builder, split)
+        spec = data.input_spec(DataConfig(), ModelConfig(), builder, split)
     accelerator = jax.default_backend() != "cpu"
     peaks = {name: perf.matmul_peak_flops(dtype=name) for name in DTYPES
              if name == "float32" or name == args.dtype or accelerator}

@@ -1,7 +1,6 @@
-"""Work-directory layout and Orbax checkpoints.
+"""Orbax checkpoints of a pytree (the train state) in ``<workdir>/checkpoints/<step>/``.
 
-A work directory holds ``config.json`` (the run's :class:`~jaxae.config.Config`) and
-``checkpoints/<step>/`` written by an Orbax ``CheckpointManager``. Orbax writes each
+An Orbax ``CheckpointManager`` writes each
 checkpoint into a temporary folder and renames it when complete, so a crash never
 leaves a checkpoint that looks finished. Checkpoints hold arrays only; nothing is
 ever unpickled.
@@ -10,50 +9,19 @@ ever unpickled.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from typing import Any
 
 import orbax.checkpoint as ocp
 
-from jaxae.config import Config, ConfigError, incompatible_fields
-from jaxae.data import InputSpec
-
-CONFIG_FILE = "config.json"
-INPUT_SPEC_FILE = "input_spec.json"
 CHECKPOINT_DIR = "checkpoints"
 
 log = logging.getLogger(__name__)
 
 
-def config_path(workdir: str) -> str:
-    return os.path.join(workdir, CONFIG_FILE)
-
-
 def checkpoint_dir(workdir: str) -> str:
     return os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
-
-
-def load_run_config(workdir: str) -> Config:
-    """The config a run in ``workdir`` was trained with (ConfigError if there is none)."""
-    path = config_path(workdir)
-    if not os.path.isfile(path):
-        raise ConfigError(f"--workdir {workdir!r} holds no {CONFIG_FILE}; train a model there with train.py first")
-    return Config.load(path)
-
-
-def check_resumable(workdir: str, config: Config) -> Config | None:
-    """Returns the saved config of ``workdir`` (None if new); refuses a different model config."""
-    if not os.path.exists(config_path(workdir)):
-        return None
-    saved = load_run_config(workdir)
-    diff = incompatible_fields(saved, config)
-    if diff:
-        details = ", ".join(f"{name}={getattr(saved, name)!r} (asked {getattr(config, name)!r})" for name in diff)
-        raise ConfigError(f"--workdir {workdir!r} holds a run with a different config: {details}; "
-                          "use another --workdir, or --reset to discard that run")
-    return saved
 
 
 class Checkpointer:
@@ -116,53 +84,3 @@ def _present_fields(target: Any) -> dict | None:
     fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)}
     present = {name: value for name, value in fields.items() if value is not None}
     return present if len(present) < len(fields) else None
-
-
-def save_input_spec(workdir: str, spec: InputSpec) -> None:
-    """Records how the data entered the model, so the model can be rebuilt without the data."""
-    path = os.path.join(workdir, INPUT_SPEC_FILE)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump({"image_shape": list(spec.image_shape), "num_classes": spec.num_classes, "mode": spec.mode}, f)
-    os.replace(tmp, path)
-
-
-def load_input_spec(workdir: str) -> InputSpec:
-    path = os.path.join(workdir, INPUT_SPEC_FILE)
-    try:
-        with open(path) as f:
-            d = json.load(f)
-        return InputSpec(image_shape=tuple(int(v) for v in d["image_shape"]),
-                         num_classes=int(d["num_classes"]), mode=str(d["mode"]))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"cannot read {path!r} ({type(e).__name__}: {e}); "
-                          f"is {workdir!r} a train.py workdir?") from None
-
-
-def load_model(workdir: str):
-    """Rebuilds the model of a train.py work directory and restores its newest parameters
-    (their moving average when the run kept one, ``--ema_decay``).
-
-    Returns (model, params, step). ConfigError when the directory holds no usable run.
-    """
-    from jaxae.models import make_model
-    from jaxae.training import create_train_state, make_optimizer
-
-    config = load_run_config(workdir)
-    try:
-        model = make_model(config, load_input_spec(workdir))
-    except ConfigError as e:
-        raise ConfigError(f"cannot build the model saved in {workdir!r}: {e}") from None
-    import jax
-
-    state = create_train_state(model, make_optimizer(config, config.steps), jax.random.key(0),
-                               ema=config.ema_decay > 0)
-    if not os.path.isdir(checkpoint_dir(workdir)):
-        raise ConfigError(f"--workdir {workdir!r} holds no checkpoint; train a model there with train.py first")
-    checkpointer = Checkpointer(workdir, create=False)
-    restored = checkpointer.restore(state)
-    checkpointer.close()
-    if restored is None:
-        raise ConfigError(f"--workdir {workdir!r} holds no readable checkpoint in {checkpoint_dir(workdir)!r}")
-    step, state = restored
-    return model, state.eval_params(), step

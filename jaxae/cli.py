@@ -1,7 +1,8 @@
-"""Shared command-line plumbing: flags generated from Config, one-line errors, exit codes.
+"""Shared command-line plumbing: flags generated from the config's fields, presets,
+one-line errors and exit codes.
 
 Exit codes: 0 success, 2 bad input (one line on stderr, nothing written), 1 a training
-failure such as a non-finite loss.
+failure such as a non-finite loss, 130 interrupted (a checkpoint was saved).
 """
 
 from __future__ import annotations
@@ -13,68 +14,11 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable
+from typing import Any, Callable
 
-from jaxae.config import Config, ConfigError, validate  # noqa: F401  (re-exported for the CLIs)
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss stayed non-finite); the last checkpoint is intact."""
-
-HELP = {
-    "dataset": "TFDS image dataset name (mnist_5k is embedded and offline)",
-    "data_dir": "TFDS data directory (default: TFDS's own)",
-    "manual_dir": "folder with the dataset's downloaded source files, to prepare it offline",
-    "train_split": "TFDS split to train on, e.g. 'train[:45000]' to hold out a validation set",
-    "eval_split": "TFDS split to evaluate on, e.g. test or 'train[45000:]'",
-    "binarize": "dynamic: Bernoulli-binarize 8-bit images each step; none: score grey levels",
-    "model": "model family",
-    "arch": "encoder/decoder architecture",
-    "hidden_dims": "MLP hidden widths, comma-separated",
-    "channels": "conv widths per stride-2 stage, comma-separated",
-    "activation": "hidden-layer nonlinearity",
-    "latent_dim": "size of the latent z (z1 with two stochastic layers)",
-    "stochastic_layers": "1, or 2 for Burda et al.'s x-z1-z2 hierarchy (mlp)",
-    "top_latent_dim": "size of z2 with --stochastic_layers 2",
-    "top_hidden_dims": "MLP widths between z1 and z2, comma-separated",
-    "likelihood": "pixel likelihood p(x|z)",
-    "gaussian_scale": "fixed std of the Gaussian likelihood on [0, 1] pixels (default: learned)",
-    "num_mixtures": "mixture components of --likelihood logistic_mixture",
-    "beta": "KL weight (beta_vae; 1 = VAE)",
-    "kl_warmup_steps": "KL weight rises linearly from 0 over N steps",
-    "free_bits": "nats per latent dim of KL that are free (batch-averaged)",
-    "num_importance_samples": "K of the IWAE objective (iwae)",
-    "code_l2": "L2 penalty on the code (ae)",
-    "input_noise": "corrupt the encoder input only (denoising)",
-    "noise_level": "flip/mask probability or Gaussian std of --input_noise",
-    "hflip": "flip training images left-right at random (augmentation; never in evaluation)",
-    "latent_mixture": "Gaussian-mixture components fitted to the codes after training (0: one Gaussian)",
-    "steps": "training steps",
-    "epochs": "training epochs (overrides --steps)",
-    "batch_size": "global batch size",
-    "learning_rate": "Adam (peak) learning rate",
-    "lr_schedule": "learning-rate schedule",
-    "warmup_steps": "linear warm-up steps",
-    "grad_clip": "clip gradients to this global norm (0: off)",
-    "skip_threshold": "skip (and count) updates whose gradient norm exceeds this (0: off)",
-    "ema_decay": "evaluate and sample with an exponential moving average of the params (0: off)",
-    "seed": "seed of all randomness",
-    "eval_every": "evaluate every N steps",
-    "checkpoint_every": "checkpoint every N steps",
-    "keep_checkpoints": "checkpoints to keep",
-    "steps_per_call": "training steps fused into one compiled call",
-    "max_nonfinite": "stop after N consecutive non-finite steps (each is skipped)",
-    "parallel": "multi-device mode: sharded (jit over a mesh) or pmap",
-    "dtype": "compute dtype of the networks (params, loss and optimizer stay float32)",
-    # jaxae.distributed.Cluster: joining a multi-process run.
-    "coordinator_address": "multi-process run: HOST:PORT of process 0; none: $JAX_COORDINATOR_ADDRESS",
-    "num_processes": "multi-process run: number of processes, 1 never starts jax.distributed; "
-                     "none: $JAX_NUM_PROCESSES, else detected",
-    "process_id": "multi-process run: this process's index; none: $JAX_PROCESS_ID, else detected",
-}
-CHOICES = {"model": "MODELS", "arch": "ARCHS", "activation": "ACTIVATIONS", "likelihood": "LIKELIHOODS",
-           "binarize": "BINARIZE", "lr_schedule": "LR_SCHEDULES", "input_noise": "INPUT_NOISE",
-           "parallel": "PARALLEL", "dtype": "DTYPES"}
+from jaxae import config as config_module
+from jaxae.config import Config, ConfigError, validate
+from jaxae.errors import TrainingError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -100,25 +44,50 @@ _PARSERS = {"str": str, "int": int, "float": float, "tuple[int, ...]": _int_list
             "str | None": _optional(str), "int | None": _optional(int), "float | None": _optional(float)}
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type = Config) -> None:
-    """Adds one ``--name`` flag per field of the dataclass ``cls`` (Config, or
-    jaxae.distributed.Cluster), defaulting to the field's default."""
-    from jaxae import config as config_module
+def _add_field(group, flag: str, field: dataclasses.Field, default: Any, choices=None) -> None:
+    help_text = field.metadata.get("help", "")
+    if field.type == "bool":  # --name / --no-name
+        group.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=default,
+                           help=f"{help_text} (default: {field.default})")
+        return
+    shown = ",".join(map(str, field.default)) if isinstance(field.default, tuple) else field.default
+    group.add_argument(f"--{flag}", type=_PARSERS[field.type], default=default, choices=choices,
+                       metavar=None if choices else flag.upper(), help=f"{help_text} (default: {shown})")
 
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--config FILE`` and one ``--flag`` per field of every Config section, grouped by
+    section. Only flags given on the command line are recorded (so they override a preset)."""
+    from jaxae.families import REGISTRY
+
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="preset: a .json config (nested or flat) or a .py file with get_config(); "
+                             "flags given here override it")
+    for section, cls in config_module.SECTIONS.items():
+        group = parser.add_argument_group(f"{section} ({cls.__doc__.splitlines()[0].rstrip('.')})")
+        for field in dataclasses.fields(cls):
+            flag = field.metadata["flag"] or field.name
+            choices = tuple(REGISTRY) if flag == "model" else field.metadata["choices"]
+            _add_field(group, flag, field, argparse.SUPPRESS, choices)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config of parsed flags: the defaults, then the ``--config`` preset, then the flags
+    given on the command line; validated, family rules included."""
+    from jaxae.families import check_config
+
+    flat = config_module.load_preset(args.config) if getattr(args, "config", None) else {}
+    flat.update({flag: getattr(args, flag) for flag in config_module.FLAGS if hasattr(args, flag)})
+    return check_config(validate(Config.create(**flat)))
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--flag`` per field of a plain dataclass with help metadata (jaxae.distributed.Cluster)."""
     for field in dataclasses.fields(cls):
-        choices = getattr(config_module, CHOICES[field.name]) if field.name in CHOICES else None
-        default = field.default
-        if field.type == "bool":  # --name / --no-name
-            parser.add_argument(f"--{field.name}", action=argparse.BooleanOptionalAction, default=default,
-                                help=f"{HELP[field.name]} (default: {default})")
-            continue
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        parser.add_argument(f"--{field.name}", type=_PARSERS[field.type], default=default, choices=choices,
-                            metavar=None if choices else field.name.upper(),
-                            help=f"{HELP[field.name]} (default: {shown})")
+        _add_field(parser, field.name, field, field.default)
 
 
-def config_from_args(args: argparse.Namespace, cls: type = Config):
+def dataclass_from_args(args: argparse.Namespace, cls: type):
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
@@ -150,3 +119,7 @@ def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None)
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+__all__ = ["ArgumentParser", "ConfigError", "TrainingError", "add_config_flags", "add_dataclass_flags",
+           "config_from_args", "dataclass_from_args", "quiet_libraries", "run", "validate"]

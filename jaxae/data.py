@@ -1,13 +1,13 @@
-"""Input: TFDS image datasets as device-resident uint8 arrays, and per-example keys.
+"""Input: TFDS (or .npz) image datasets read whole into host memory as uint8 splits.
 
 Every dataset, the embedded default ``mnist_5k`` included, goes through TFDS:
 ``tfds.builder(name).download_and_prepare(...)`` then the whole split is read into
 memory as uint8 (N, H, W, C). Small datasets (MNIST family, CIFAR-10) then live on
 the device; training batches are gathered there from a per-epoch permutation
-(:func:`epoch_permutation`), so no step waits on the host.
+(jaxae.inputs.epoch_permutation), so no step waits on the host.
 
-How a uint8 image becomes model input is fixed by :class:`InputSpec` (see
-:func:`to_model_input`): already-binary data is used as is; 8-bit data is either
+How a uint8 image becomes model input is fixed by :class:`InputSpec` and done on the
+device by jaxae.inputs: already-binary data is used as is; 8-bit data is either
 binarized with a Bernoulli draw per pixel, scaled to [0, 1], or uniformly dequantized.
 """
 
@@ -18,18 +18,15 @@ import math
 import os
 import re
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxae.config import Config, ConfigError
+from jaxae import io
+from jaxae.config import DataConfig, ModelConfig
+from jaxae.errors import ConfigError
 
 # Datasets larger than this are refused until a streaming pipeline exists: they would
 # not fit in device memory as a whole split.
 MAX_RESIDENT_BYTES = 4 << 30
-# Evaluation randomness (binarization, dequantization, posterior samples) uses this
-# fixed key, independent of the run's seed, so numbers compare across runs.
-EVAL_KEY_SEED = 20111125
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,12 +135,11 @@ def save_npz(path: str, splits: dict[str, Split], num_classes: int) -> None:
         arrays[f"{name}_images"] = split.images
         if split.labels is not None:
             arrays[f"{name}_labels"] = split.labels
-    tmp = f"{path}.tmp.{os.getpid()}.npz"
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with io.atomic_path(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
 
 
-def prepared_builder(config: Config):
+def prepared_builder(config: DataConfig):
     """Returns the TFDS builder of ``config.dataset``, prepared (downloaded or from --manual_dir),
     or an :class:`ArraySource` when the dataset is an ``.npz`` file."""
     if config.dataset.endswith(NPZ_SUFFIX):
@@ -212,8 +208,8 @@ def load_split(builder, split: str) -> Split:
                  labels=None if labels is None else np.asarray(labels, np.int32))
 
 
-def input_spec(config: Config, builder, train: Split) -> InputSpec:
-    """Decides how images are scored from the config and the data itself."""
+def input_spec(data: DataConfig, model: ModelConfig, builder, train: Split) -> InputSpec:
+    """Decides how images are scored from the data, the likelihood and the binarization setting."""
     if isinstance(builder, ArraySource):
         image_shape, num_classes = builder.image_shape, builder.num_classes
     else:
@@ -221,76 +217,12 @@ def input_spec(config: Config, builder, train: Split) -> InputSpec:
         label = builder.info.features["label"] if "label" in builder.info.features else None
         num_classes = int(getattr(label, "num_classes", 0) or 0)
     if int(train.images.max(initial=0)) <= 1:
-        if config.likelihood in ("gaussian", "logistic_mixture"):
-            raise ConfigError(f"--dataset {config.dataset!r} is binary; --likelihood {config.likelihood} "
+        if model.likelihood in ("gaussian", "logistic_mixture"):
+            raise ConfigError(f"--dataset {data.dataset!r} is binary; --likelihood {model.likelihood} "
                               "needs 8-bit images")
         mode = "binary"
-    elif config.likelihood == "gaussian":
+    elif model.likelihood == "gaussian":
         mode = "dequantize"
     else:
-        mode = "dynamic" if config.binarize == "dynamic" else "grey"
+        mode = "dynamic" if data.binarize == "dynamic" else "grey"
     return InputSpec(image_shape=image_shape, num_classes=num_classes, mode=mode)
-
-
-def to_model_input(images: jax.Array, keys: jax.Array, spec: InputSpec) -> jax.Array:
-    """uint8 (B, H, W, C) and per-example keys (B,) -> float32 (B, H, W, C) model input."""
-    x = images.astype(jnp.float32)
-    if spec.mode == "binary":
-        return x
-    if spec.mode == "grey":
-        return x / 255.0
-    if spec.mode == "dynamic":
-        draw = jax.vmap(lambda k, p: jax.random.bernoulli(k, p).astype(jnp.float32))
-        return draw(keys, x / 255.0)
-    if spec.mode == "dequantize":
-        noise = jax.vmap(lambda k: jax.random.uniform(k, spec.image_shape))(keys)
-        return (x + noise) / 256.0
-    raise ValueError(f"unknown input mode {spec.mode!r}")
-
-
-def corrupt(x: jax.Array, keys: jax.Array, kind: str, level: float) -> jax.Array:
-    """Denoising corruption of model input x (B, H, W, C) in [0, 1], one key per example.
-
-    ``flip``: each pixel becomes 1 - x with probability ``level``; ``gaussian``: x plus
-    N(0, level^2) noise, clipped to [0, 1]; ``mask``: each pixel is zeroed with
-    probability ``level``; ``none``: x unchanged.
-    """
-    if kind == "none":
-        return x
-    shape = x.shape[1:]
-    if kind == "flip":
-        hit = jax.vmap(lambda k: jax.random.bernoulli(k, level, shape))(keys)
-        return jnp.where(hit, 1.0 - x, x)
-    if kind == "gaussian":
-        noise = jax.vmap(lambda k: jax.random.normal(k, shape))(keys)
-        return jnp.clip(x + level * noise, 0.0, 1.0)
-    if kind == "mask":
-        hit = jax.vmap(lambda k: jax.random.bernoulli(k, level, shape))(keys)
-        return jnp.where(hit, 0.0, x)
-    raise ValueError(f"unknown corruption {kind!r}")
-
-
-def random_hflip(x: jax.Array, keys: jax.Array) -> jax.Array:
-    """Flips each example of x (B, H, W, C) left-right with probability 1/2; keys: one per example (B,)."""
-    flip = jax.vmap(jax.random.bernoulli)(keys)
-    return jnp.where(flip[:, None, None, None], x[:, :, ::-1], x)
-
-
-def example_keys(rng: jax.Array, batch_size: int, offset: jax.Array | int = 0,
-                 axis_name: str | None = None) -> jax.Array:
-    """One PRNG key per example: fold_in(rng, global index of the example in the batch).
-
-    Under ``pmap`` with ``axis_name`` each device holds rows [d * b, (d + 1) * b) of the
-    global batch, so the keys (and every random draw) match a single-device run.
-    """
-    start = offset if axis_name is None else offset + jax.lax.axis_index(axis_name) * batch_size
-    return jax.vmap(jax.random.fold_in, (None, 0))(rng, start + jnp.arange(batch_size))
-
-
-def epoch_permutation(data_key: jax.Array, epoch: jax.Array | int, num_examples: int) -> jax.Array:
-    """The example order of one epoch: a permutation of range(num_examples), from the seed."""
-    return jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
-
-
-def eval_key() -> jax.Array:
-    return jax.random.key(EVAL_KEY_SEED)

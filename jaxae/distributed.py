@@ -32,7 +32,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from jaxae.config import ConfigError
+from jaxae.errors import ConfigError
 
 ENV = {"coordinator_address": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES",
        "process_id": "JAX_PROCESS_ID"}
@@ -49,9 +49,13 @@ class Cluster:
     None: from the environment (module docstring), else detected, else one process.
     """
 
-    coordinator_address: str | None = None
-    num_processes: int | None = None
-    process_id: int | None = None
+    coordinator_address: str | None = dataclasses.field(default=None, metadata={
+        "help": "multi-process run: HOST:PORT of process 0; none: $JAX_COORDINATOR_ADDRESS"})
+    num_processes: int | None = dataclasses.field(default=None, metadata={
+        "help": "multi-process run: number of processes, 1 never starts jax.distributed; "
+                "none: $JAX_NUM_PROCESSES, else detected"})
+    process_id: int | None = dataclasses.field(default=None, metadata={
+        "help": "multi-process run: this process's index; none: $JAX_PROCESS_ID, else detected"})
 
 
 def _from_env(cluster: Cluster, environ: Mapping[str, str]) -> Cluster:
@@ -220,17 +224,24 @@ def put(tree: Any, sharding) -> Any:
     return jax.tree.map(put_leaf, tree)
 
 
+def data_mesh(devices=None):
+    """The 1-D mesh with the axis ``data`` over ``devices`` (default: all, of every process)
+    that batches are sharded over."""
+    import jax
+
+    devices = jax.devices() if devices is None else list(devices)
+    return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+
+
 def batch_sharding(batch_size: int, devices=None):
-    """NamedSharding of a batch's leading axis over ``devices`` (default: all, of every
-    process) on a 1-D mesh with axis ``data``; None with one device or when
-    ``batch_size`` does not divide evenly."""
+    """NamedSharding of a batch's leading axis over :func:`data_mesh` of ``devices``; None
+    with one device or when ``batch_size`` does not divide evenly."""
     import jax
 
     devices = jax.devices() if devices is None else list(devices)
     if len(devices) < 2 or batch_size % len(devices):
         return None
-    mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
-    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    return jax.sharding.NamedSharding(data_mesh(devices), jax.sharding.PartitionSpec("data"))
 
 
 def replicated(sharding):

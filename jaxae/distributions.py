@@ -1,6 +1,8 @@
-"""Diagonal Gaussians: reparameterised sampling, log-density and closed-form KL.
+"""Diagonal Gaussians: log-density and the closed-form KL that every model uses.
 
-All functions act on the last axis and reduce it: inputs (..., D) give (...).
+Shapes: ``diag_gaussian_log_prob`` and ``standard_normal_log_prob`` act on the last axis
+and reduce it, (..., D) -> (...); ``gaussian_kl`` is elementwise (no reduction), so a
+caller sums it over whatever axes make up one latent unit or group.
 """
 
 from __future__ import annotations
@@ -13,12 +15,6 @@ import jax.numpy as jnp
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def sample_diag_gaussian(key: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
-    """z = mean + exp(logvar / 2) * eps with eps ~ N(0, I); shapes (D,) for one key."""
-    eps = jax.random.normal(key, mean.shape, mean.dtype)
-    return mean + jnp.exp(0.5 * logvar) * eps
-
-
 def diag_gaussian_log_prob(x: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
     """log N(x; mean, diag(exp(logvar))), summed over the last axis. (..., D) -> (...)."""
     return -0.5 * jnp.sum(LOG_2PI + logvar + jnp.square(x - mean) * jnp.exp(-logvar), axis=-1)
@@ -29,6 +25,15 @@ def standard_normal_log_prob(x: jax.Array) -> jax.Array:
     return -0.5 * jnp.sum(LOG_2PI + jnp.square(x), axis=-1)
 
 
-def kl_diag_gaussian_standard_normal(mean: jax.Array, logvar: jax.Array) -> jax.Array:
-    """KL(N(mean, diag(exp(logvar))) || N(0, I)) in nats, closed form. (..., D) -> (...)."""
-    return 0.5 * jnp.sum(jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar, axis=-1)
+def gaussian_kl(q_mean: jax.Array, q_logvar: jax.Array, p_mean: jax.Array | float = 0.0,
+                p_logvar: jax.Array | float = 0.0) -> jax.Array:
+    """KL(N(q_mean, exp(q_logvar)) || N(p_mean, exp(p_logvar))) in nats, elementwise, closed form:
+
+        0.5 * (exp(q_logvar - p_logvar) + (q_mean - p_mean)^2 exp(-p_logvar) - 1 - (q_logvar - p_logvar)).
+
+    The default prior is N(0, 1). Shapes broadcast; nothing is reduced.
+    """
+    if isinstance(p_mean, float) and isinstance(p_logvar, float) and p_mean == 0.0 and p_logvar == 0.0:
+        return 0.5 * (jnp.exp(q_logvar) + jnp.square(q_mean) - 1.0 - q_logvar)
+    log_ratio = q_logvar - p_logvar
+    return 0.5 * (jnp.exp(log_ratio) + jnp.square(q_mean - p_mean) * jnp.exp(-p_logvar) - 1.0 - log_ratio)

@@ -9,7 +9,7 @@ Conventions (as in Burda et al. 2015 and the VAE literature):
   bound on -log p(x) that tightens as k grows (k = 5000 in the literature).
 - Every image is scored with its own key fold_in(rng, index), so the numbers do not
   depend on the batch size; its binarization (or dequantization) is the same for both
-  bounds. The evaluation key is fixed (``data.eval_key``), independent of the run's seed.
+  bounds. The evaluation key is fixed (``inputs.eval_key``), independent of the run's seed.
 - ``active_units``: latent dims u with Var_x(E_q[z_u | x]) > 0.01 (Burda et al.).
 """
 
@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxae import distributed
-from jaxae.data import example_keys, to_model_input
+from jaxae import inputs
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -36,7 +36,7 @@ def bits_per_dim(nats_per_image: float, num_dims: int) -> float:
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
 def _log_weights_chunk(model, params, x, keys, start, chunk, cond):
-    return model.log_importance_weights(params, x, keys, chunk, start=start, cond=cond)
+    return model.log_weights(params, x, keys, chunk, start=start, cond=cond)
 
 
 @jax.jit
@@ -65,24 +65,29 @@ def iwae_log_likelihood(model, params, x: jax.Array, keys: jax.Array, num_sample
     return running_max + jnp.log(running_sum) - math.log(num_samples)
 
 
+def _eval_terms(model, params, batch, rng, offset):
+    """The family's per-example terms on the clean model input, and that input."""
+    keys = inputs.example_keys(rng, batch["image"].shape[0], offset)
+    model_batch = inputs.Preprocessing(model.spec)(batch, keys, train=False)
+    return model.eval_terms(params, model_batch, keys), model_batch, keys
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _eval_batch(model, params, batch, mask, rng, offset):
-    keys = example_keys(rng, batch["image"].shape[0], offset)
-    terms = model.per_example(params, batch, keys)
-    return {name: jnp.sum(value * mask) for name, value in terms.items()}
+    terms, _, _ = _eval_terms(model, params, batch, rng, offset)
+    return {name: jnp.sum(value * mask) for name, value in terms.items() if value.ndim == 1}
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _full_eval_batch(model, params, batch, rng, offset):
     """Every per-example number but the IWAE bound, and what that bound needs (x, keys, cond)."""
-    images, labels = batch["image"], batch.get("label")
-    keys = example_keys(rng, images.shape[0], offset)
-    terms = model.per_example(params, batch, keys, kl_per_dim=True)
-    x = model.model_input(images, keys)
-    mean, _ = model.posterior(params, x, labels)
-    recon_mean = model.decode_mean(params, mean, labels)
+    labels = batch.get("label")
+    terms, model_batch, keys = _eval_terms(model, params, batch, rng, offset)
+    x = model_batch["x"]
+    mean, _ = model.encode(params, x, labels)
+    recon_mean = model.decode(params, mean, labels)
     out = dict(terms, mse=jnp.sum(jnp.square(recon_mean - x), axis=(1, 2, 3)), posterior_mean=mean)
-    return out, (x, model.latent_keys(keys), model.condition(labels))
+    return out, (x, keys, model.condition(labels))
 
 
 def _padded_batch(images, labels, start: int, batch_size: int) -> tuple[dict, int]:
@@ -131,13 +136,13 @@ def evaluate_full(model, params, images: np.ndarray, rng: jax.Array, *, labels: 
     Returns ``nelbo``, ``recon``, ``kl``, ``nll_iwae`` (k = ``iwae_samples``; skipped when
     0) in nats per image, ``bpd`` and ``bpd_iwae``, ``mse`` (squared error of the
     reconstruction from the posterior mean, per image), ``active_units``,
-    ``kl_per_dim`` (list), plus ``num_images``, ``iwae_samples``, ``seconds`` and
+    ``kl_per_unit`` (list), plus ``num_images``, ``iwae_samples``, ``seconds`` and
     ``images_per_sec``. Batches are sharded over all devices (of every process, each
-    of which must call this with the same arguments). For the deterministic
-    ``ae`` only ``loss``, ``recon``, ``mse`` and ``active_units`` apply.
+    of which must call this with the same arguments). For a family without a bound
+    (``ae``) only ``loss``, ``recon``, ``mse`` and ``active_units`` apply.
     """
     num = len(images)
-    if model.deterministic:
+    if not model.bound:
         iwae_samples = 0
     chunk = largest_divisor_at_most(iwae_samples, chunk) if iwae_samples else 0
     sharding = distributed.batch_sharding(batch_size)
@@ -186,8 +191,8 @@ def iwae_flops_per_image(model, params, image: np.ndarray, iwae_samples: int, ch
     """FLOPs of the IWAE estimate for one image: XLA's count for one loop-free chunk, times k / chunk."""
     from jaxae.perf import flops_of
 
-    x = to_model_input(jnp.asarray(image), jax.random.split(jax.random.key(0), 1), model.spec)
+    x = inputs.to_model_input(jnp.asarray(image), jax.random.split(jax.random.key(0), 1), model.spec)
     keys = jax.random.split(jax.random.key(1), 1)
     cond = model.condition(jnp.zeros((1,), jnp.int32)) if model.conditional else None
-    per_chunk = flops_of(lambda p, v, k: model.log_importance_weights(p, v, k, chunk, cond=cond), params, x, keys)
+    per_chunk = flops_of(lambda p, v, k: model.log_weights(p, v, k, chunk, cond=cond), params, x, keys)
     return per_chunk * iwae_samples / chunk

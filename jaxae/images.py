@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 from PIL import Image
+
+from jaxae import io
 
 
 def image_grid(images: np.ndarray, num_cols: int | None = None, pad: int = 2) -> np.ndarray:
@@ -34,6 +35,5 @@ def save_png(path: str, images: np.ndarray, num_cols: int | None = None, scale: 
     if scale > 1:
         grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
     picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-    tmp = f"{path}.tmp.{os.getpid()}.png"
-    picture.save(tmp)
-    os.replace(tmp, path)
+    with io.atomic_path(path, suffix=".png") as tmp:
+        picture.save(tmp)

@@ -23,7 +23,6 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxae.config import Config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,9 +219,18 @@ class DiscretizedLogisticMixture:
 Likelihood = Bernoulli | Gaussian | DiscretizedLogisticMixture
 
 
-def make_likelihood(config: Config) -> Likelihood:
-    if config.likelihood == "bernoulli":
-        return Bernoulli(binary_targets=config.binarize != "none")
-    if config.likelihood == "logistic_mixture":
-        return DiscretizedLogisticMixture(num_mixtures=config.num_mixtures)
-    return Gaussian(scale=config.gaussian_scale)
+LIKELIHOODS = ("bernoulli", "gaussian", "logistic_mixture")
+
+
+def make_likelihood(name: str, *, binary_targets: bool = True, gaussian_scale: float | None = None,
+                    num_mixtures: int = 10) -> Likelihood:
+    """The likelihood called ``name``: ``bernoulli`` (``binary_targets``: the data is binarized;
+    else grey levels are soft targets), ``gaussian`` (fixed ``gaussian_scale`` or learned)
+    or ``logistic_mixture`` (``num_mixtures`` components)."""
+    if name == "bernoulli":
+        return Bernoulli(binary_targets=binary_targets)
+    if name == "logistic_mixture":
+        return DiscretizedLogisticMixture(num_mixtures=num_mixtures)
+    if name == "gaussian":
+        return Gaussian(scale=gaussian_scale)
+    raise ValueError(f"unknown likelihood {name!r}; one of {', '.join(LIKELIHOODS)}")

@@ -1,36 +1,16 @@
 """Training objectives as pure functions of per-example quantities (all in nats).
 
 Each takes the terms a model computed for a batch and returns the scalar loss that
-the train step minimises (averaged over the batch, nats per image).
+the train step minimises (averaged over the batch, nats per image). The families
+(jaxae.families) combine them; nothing here knows the config.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
-
-from jaxae.config import Config
-
-
-@dataclasses.dataclass(frozen=True)
-class ObjectiveSettings:
-    """The objective-related fields of a Config (see its docstring), as one hashable value."""
-
-    beta: float
-    kl_warmup_steps: int
-    free_bits: float
-    num_importance_samples: int
-    code_l2: float
-    input_noise: str
-    noise_level: float
-    hflip: bool
-
-    @classmethod
-    def from_config(cls, config: Config) -> "ObjectiveSettings":
-        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
 
 
 def kl_weight(step: jax.Array | int, beta: float, warmup_steps: int) -> jax.Array:

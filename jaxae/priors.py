@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxae import io
+
 PRIOR_FILE = "prior.npz"
 JITTER = 1e-5  # Added to covariance diagonals so they stay positive definite.
 
@@ -58,10 +60,8 @@ def sample(prior: FittedPrior, rng: jax.Array, num: int, temperature: float = 1.
 
 
 def save(workdir: str, prior: FittedPrior) -> None:
-    path = os.path.join(workdir, PRIOR_FILE)
-    tmp = f"{path}.tmp.{os.getpid()}.npz"
-    np.savez(tmp, weights=prior.weights, means=prior.means, chols=prior.chols)
-    os.replace(tmp, path)
+    with io.atomic_path(os.path.join(workdir, PRIOR_FILE), suffix=".npz") as tmp:
+        np.savez(tmp, weights=prior.weights, means=prior.means, chols=prior.chols)
 
 
 def load(workdir: str) -> FittedPrior | None:

@@ -7,7 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxae import priors
+from jaxae import inputs, priors
 from jaxae.priors import FittedPrior
 
 
@@ -19,8 +19,7 @@ def sample_prior(model, params, rng: jax.Array, num_samples: int, temperature: f
 
     Latents: z ~ N(0, temperature^2 I) of size ``model.prior_dim``, or from a fitted
     prior (jaxae.priors) with its covariance scaled by temperature^2. ``temperature``
-    may be a (prior_dim,) vector (per-group temperatures of ``hvae``, see
-    ``hvae.group_temperatures``). ``labels`` (num_samples,) pick the classes of a
+    may be a (prior_dim,) vector (``model.noise_scale`` of per-group temperatures). ``labels`` (num_samples,) pick the classes of a
     conditional model. ``sharding``: split the latents' batch axis over its devices (the
     params must then live on its mesh, e.g. replicated); the images do not change.
     """
@@ -30,13 +29,19 @@ def sample_prior(model, params, rng: jax.Array, num_samples: int, temperature: f
         z = priors.sample(prior, rng, num_samples, temperature)
     if sharding is not None:
         z = jax.lax.with_sharding_constraint(z, sharding)
-    return model.decode_mean(params, z, labels)
+    return model.decode(params, z, labels)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def reconstruct(model, params, images: jax.Array, labels: jax.Array | None = None) -> jax.Array:
-    """uint8 images (B, H, W, C) -> reconstructions (B, H, W, C) in [0, 1]."""
-    return model.reconstruct(params, images, labels)
+    """uint8 images (B, H, W, C) -> reconstructions (B, H, W, C) in [0, 1], decoded from the
+    posterior mean of the images' grey levels (no random binarization)."""
+    return model.decode(params, encode(model, params, images, labels), labels)
+
+
+def encode(model, params, images: jax.Array, labels: jax.Array | None = None) -> jax.Array:
+    """uint8 images (B, H, W, C) -> posterior means (B, latent_dim) of their grey levels."""
+    return model.encode(params, inputs.scaled(images, model.spec), labels)[0]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
@@ -45,11 +50,11 @@ def interpolate(model, params, images: jax.Array, labels: jax.Array | None, num_
 
     images: uint8 (2, H, W, C) -> (num_frames, H, W, C); a conditional model uses labels[0].
     """
-    codes = model.encode(params, images, labels)[0]
+    codes = encode(model, params, images, labels)
     t = jnp.linspace(0.0, 1.0, num_frames)[:, None]
     z = (1.0 - t) * codes[0] + t * codes[1]
     frame_labels = None if labels is None else jnp.full((num_frames,), labels[0])
-    return model.decode_mean(params, z, frame_labels)
+    return model.decode(params, z, frame_labels)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5))
@@ -59,12 +64,12 @@ def traverse(model, params, image: jax.Array, labels: jax.Array | None, num_dims
 
     image: uint8 (1, H, W, C) -> (num_dims * num_steps, H, W, C): row d varies dim d.
     """
-    code = model.encode(params, image, labels)[0][0]
+    code = encode(model, params, image, labels)[0]
     offsets = jnp.linspace(-radius, radius, num_steps)
     dims = jnp.arange(num_dims)
     z = code + jnp.eye(model.latent_dim)[dims][:, None, :] * offsets[None, :, None]   # (dims, steps, D)
     frame_labels = None if labels is None else jnp.full((num_dims * num_steps,), labels[0])
-    return model.decode_mean(params, z.reshape(-1, model.latent_dim), frame_labels)
+    return model.decode(params, z.reshape(-1, model.latent_dim), frame_labels)
 
 
 def interleave_rows(inputs: jax.Array, outputs: jax.Array, num_cols: int) -> jax.Array:

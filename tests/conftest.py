@@ -16,10 +16,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def tfds_dir(tmp_path_factory):
     """A TFDS data dir with the embedded mnist_5k prepared once per session."""
     from jaxae import data
-    from jaxae.config import Config
+    from jaxae.config import DataConfig
 
     path = str(tmp_path_factory.mktemp("tfds"))
-    data.prepared_builder(Config(data_dir=path))
+    data.prepared_builder(DataConfig(data_dir=path))
     return path
 
 
@@ -27,7 +27,7 @@ def tfds_dir(tmp_path_factory):
 def mnist5k(tfds_dir):
     """(builder, train split, test split) of mnist_5k."""
     from jaxae import data
-    from jaxae.config import Config
+    from jaxae.config import DataConfig
 
-    builder = data.prepared_builder(Config(data_dir=tfds_dir))
+    builder = data.prepared_builder(DataConfig(data_dir=tfds_dir))
     return builder, data.load_split(builder, "train"), data.load_split(builder, "test")

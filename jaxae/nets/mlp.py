@@ -16,6 +16,15 @@ from flax import linen as nn
 
 
 
+# MLP presets: the widths and nonlinearity they fix (they override --hidden_dims,
+# --top_hidden_dims and --activation). Latent sizes stay --latent_dim / --top_latent_dim
+# (Flax example: 20; Burda et al.: 50, or 100 and 50 with two stochastic layers).
+PRESETS = {
+    "mlp_flax": {"hidden_dims": (500,), "activation": "relu"},
+    "mlp_burda": {"hidden_dims": (200, 200), "top_hidden_dims": (100, 100), "activation": "tanh"},
+}
+
+
 def widen(x: jax.Array, dtype: Any) -> jax.Array:
     """A network output back in float32 when the layers computed in a reduced dtype; with
     ``dtype`` None (the default: the params' precision, float32 or float64 in gradient

@@ -1,0 +1,134 @@
+"""The config's sections: one frozen dataclass each, every field with its help text,
+allowed values, flag name and whether it may change on resume in ``metadata``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from jaxae.likelihoods import LIKELIHOODS
+from jaxae.nets.hierarchical import PRESETS as HVAE_PRESETS
+from jaxae.nets.mlp import PRESETS as MLP_PRESETS
+
+INPUT_NOISE = ("none", "flip", "gaussian", "mask")
+# Architecture presets: MLP widths in jaxae.nets.mlp.PRESETS, hierarchical ones (--model hvae)
+# in jaxae.nets.hierarchical.PRESETS.
+ARCHS = ("mlp", "mlp_flax", "mlp_burda", "conv", "resnet", *HVAE_PRESETS)
+ACTIVATIONS = ("relu", "tanh", "gelu", "softplus")
+BINARIZE = ("dynamic", "none")
+# constant; cosine: warm-up then cosine decay to 0; burda: Burda et al. (2015)'s schedule,
+# learning rate lr * 10^(-i/7) for 3^i epochs, i = 0..7 (3,280 epochs in all).
+LR_SCHEDULES = ("constant", "cosine", "burda")
+PARALLEL = ("sharded", "pmap")
+DTYPES = ("float32", "bfloat16")
+BURDA_STAGES = 8
+
+
+def _f(default: Any, help: str, choices: tuple[str, ...] | None = None, flag: str | None = None,
+       resumable: bool = False) -> Any:
+    """A config field: its default and, in metadata, its help text, allowed values, flag name
+    (default: the field's name) and whether it may change when a run is resumed."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "flag": flag,
+                                                        "resumable": resumable})
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """What is read and how it becomes model input (augmentation and corruption included)."""
+
+    dataset: str = _f("mnist_5k", "TFDS image dataset name (mnist_5k is embedded and offline), or a .npz file")
+    data_dir: str | None = _f(None, "TFDS data directory (default: TFDS's own)", resumable=True)
+    manual_dir: str | None = _f(None, "folder with the dataset's downloaded source files, to prepare it offline",
+                                resumable=True)
+    train_split: str = _f("train", "TFDS split to train on, e.g. 'train[:45000]' to hold out a validation set")
+    eval_split: str = _f("test", "TFDS split to evaluate on, e.g. test or 'train[45000:]'")
+    binarize: str = _f("dynamic", "dynamic: Bernoulli-binarize 8-bit images each step (a fixed draw for "
+                       "evaluation); none: score grey levels", BINARIZE)
+    hflip: bool = _f(False, "flip training images left-right at random (augmentation; never in evaluation)")
+    input_noise: str = _f("none", "corrupt the encoder input only (denoising); the likelihood scores the "
+                          "clean image", INPUT_NOISE)
+    noise_level: float = _f(0.0, "flip/mask probability or Gaussian std of --input_noise")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The family (jaxae.families) and its networks and likelihood."""
+
+    family: str = _f("vae", "model family (jaxae.families registry)", flag="model")
+    conditional: bool = _f(False, "condition encoder and decoder on the class label (cvae is vae with this)")
+    arch: str = _f("mlp", "encoder/decoder architecture", ARCHS)
+    hidden_dims: tuple[int, ...] = _f((512, 256), "MLP hidden widths, comma-separated")
+    channels: tuple[int, ...] = _f((32, 64), "conv widths per stride-2 stage, comma-separated")
+    activation: str = _f("relu", "hidden-layer nonlinearity", ACTIVATIONS)
+    latent_dim: int = _f(16, "size of the latent z (z1 with two stochastic layers)")
+    stochastic_layers: int = _f(1, "1, or 2 for Burda et al.'s x-z1-z2 hierarchy (mlp)")
+    top_latent_dim: int = _f(50, "size of z2 with --stochastic_layers 2")
+    top_hidden_dims: tuple[int, ...] = _f((100, 100), "MLP widths between z1 and z2, comma-separated")
+    likelihood: str = _f("bernoulli", "pixel likelihood p(x|z)", LIKELIHOODS)
+    gaussian_scale: float | None = _f(None, "fixed std of the Gaussian likelihood on [0, 1] pixels "
+                                      "(default: learned)")
+    num_mixtures: int = _f(10, "mixture components of --likelihood logistic_mixture")
+    latent_mixture: int = _f(0, "Gaussian-mixture components fitted to the codes after training "
+                             "(0: one Gaussian), for sample.py --prior fitted")
+
+    def mlp_settings(self) -> tuple[tuple[int, ...], tuple[int, ...], str]:
+        """(hidden_dims, top_hidden_dims, activation) after applying an MLP preset."""
+        preset = MLP_PRESETS.get(self.arch, {})
+        return (preset.get("hidden_dims", self.hidden_dims), preset.get("top_hidden_dims", self.top_hidden_dims),
+                preset.get("activation", self.activation))
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+    """Settings of the families' objectives; each family declares the ones it uses
+    (``Family.settings``) and any other one set away from its default is refused."""
+
+    beta: float = _f(1.0, "KL weight (vae, beta_vae, cvae, hvae; 1 = the ELBO)")
+    kl_warmup_steps: int = _f(0, "KL weight rises linearly from 0 over N steps (vae family, hvae)")
+    free_bits: float = _f(0.0, "nats of batch-averaged KL that are free: per latent dimension for the "
+                          "flat VAEs, per latent group for hvae")
+    num_importance_samples: int = _f(1, "K of the IWAE objective (iwae)")
+    code_l2: float = _f(0.0, "L2 penalty on the code (ae)")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """Adam, its schedule and the update stabilisers."""
+
+    learning_rate: float = _f(1e-3, "Adam (peak) learning rate")
+    lr_schedule: str = _f("constant", "learning-rate schedule (burda: lr*10^(-i/7) for 3^i epochs, "
+                          "i = 0..7, 3,280 epochs)", LR_SCHEDULES)
+    warmup_steps: int = _f(0, "linear warm-up steps")
+    adam_eps: float = _f(1e-8, "Adam's epsilon (Burda et al.: 1e-4)")
+    grad_clip: float = _f(0.0, "clip gradients to this global norm (0: off)")
+    skip_threshold: float = _f(0.0, "skip (and count) updates whose gradient norm exceeds this (0: off)")
+    ema_decay: float = _f(0.0, "evaluate and sample with an exponential moving average of the params (0: off)")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """How long, how often, on what: nothing here changes the model."""
+
+    steps: int = _f(6000, "training steps", resumable=True)
+    epochs: int | None = _f(None, "training epochs (overrides --steps; fixed by --lr_schedule burda)",
+                            resumable=True)
+    batch_size: int = _f(128, "global batch size")
+    seed: int = _f(0, "seed of all randomness")
+    eval_every: int = _f(1000, "evaluate every N steps", resumable=True)
+    checkpoint_every: int = _f(1000, "checkpoint every N steps", resumable=True)
+    keep_checkpoints: int = _f(3, "checkpoints to keep", resumable=True)
+    steps_per_call: int | None = _f(None, "training steps fused into one compiled call (default: "
+                                    "jaxae.hardware chooses: 50, but 1 for convolutional nets on CPU)",
+                                    resumable=True)
+    max_nonfinite: int = _f(20, "stop after N consecutive non-finite steps (each is skipped)", resumable=True)
+    parallel: str = _f("sharded", "multi-device mode: sharded (jit over a mesh) or pmap", PARALLEL,
+                       resumable=True)
+    dtype: str = _f("float32", "compute dtype of the networks (params, loss and optimizer stay float32)",
+                    DTYPES, resumable=True)
+
+
+def burda_epochs() -> int:
+    """Epochs of Burda et al.'s schedule: sum of 3^i for i = 0..7 = 3,280."""
+    return sum(3 ** i for i in range(BURDA_STAGES))
+
+

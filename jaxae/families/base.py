@@ -1,0 +1,194 @@
+"""The interface every model family implements, and the shared latent-variable machinery.
+
+A family is a frozen (hashable, jit-static) object whose methods are pure functions of
+``(params, batch, keys)``. The training loop, evaluation, ``sample.py`` and logging use
+only this interface and never a family's name:
+
+- ``build(config, spec)`` (classmethod): the family for a validated config and the
+  data's :class:`~jaxae.data.InputSpec`; ``check(config)`` (classmethod): the family's
+  own config rules, raising ConfigError; ``settings``: the ObjectiveConfig fields it
+  reads (any other one set away from its default is refused).
+- ``init(rng) -> params``.
+- ``loss(params, batch, keys, step) -> (loss, scalars)``: the training objective, a
+  scalar in nats per image, and batch-mean scalars to log under the names returned.
+  batch: {"x": float (B, H, W, C) the image the likelihood scores, "x_in": the encoder's
+  input, "label"?: int (B,)} as made by :class:`jaxae.inputs.Preprocessing`; keys: one
+  PRNG key per example (B,), of which the family uses fold ``inputs.MODEL_FOLD``.
+- ``eval_terms(params, batch, keys)``: per-example evaluation numbers (B,), in nats.
+- ``log_weights(params, x, keys, num_samples, start, cond)``: log p(x, z_s) - log q(z_s|x)
+  (B, S), what the IWAE bound needs (``bound`` is False when the family has none).
+- ``encode(params, x, labels) -> (mean, logvar)`` of the code, (B, latent_dim);
+  ``decode(params, v, labels)``: mean images in [0, 1] from prior draws v (B, prior_dim);
+  ``noise_scale(temperatures)``: how temperatures scale the prior draws.
+
+:class:`LatentModel` implements all of it for networks with the four methods of
+jaxae.nets.stochastic; a family subclasses it and writes ``loss`` (and ``build`` when its
+network differs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from jaxae import inputs, nets
+from jaxae.config import HVAE_PRESETS, Config
+from jaxae.data import InputSpec
+from jaxae.errors import ConfigError
+from jaxae.likelihoods import Likelihood, make_likelihood
+
+Params = Any
+
+
+def likelihood_of(config: Config) -> Likelihood:
+    m = config.model
+    return make_likelihood(m.likelihood, binary_targets=config.data.binarize != "none",
+                           gaussian_scale=m.gaussian_scale, num_mixtures=m.num_mixtures)
+
+
+def flat_net(config: Config, spec: InputSpec, likelihood: Likelihood) -> tuple[nn.Module, int, int]:
+    """The one- or two-stochastic-layer network of ``config.model``: (net, code size, noise size)."""
+    m = config.model
+    hidden, top_hidden, act = m.mlp_settings()
+    kind = "mlp" if m.arch.startswith("mlp") else m.arch
+    encoder, decoder = nets.encoder_decoder(kind, spec.image_shape, likelihood.output_channels(spec.image_shape[2]),
+                                            m.latent_dim, hidden_dims=hidden, channels=m.channels, activation=act,
+                                            dtype=config.run.dtype)
+    if m.stochastic_layers == 1:
+        return nets.OneLayerNet(encoder=encoder, decoder=decoder), m.latent_dim, m.latent_dim
+    dtype = nets.compute_dtype(config.run.dtype)
+    top, bottom = m.top_latent_dim, m.latent_dim
+    net = nets.TwoLayerNet(x_encoder=encoder, x_decoder=decoder, bottom_dim=bottom,
+                           z_encoder=nets.MLPEncoder(top_hidden, top, act, dtype),
+                           z_decoder=nets.MLPEncoder(tuple(reversed(top_hidden)), bottom, act, dtype))
+    return net, top, bottom + top
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentModel:
+    """A latent-variable model: a network (jaxae.nets.stochastic's interface), a likelihood
+    and the input spec. Hashable: jit-static.
+
+    latent_dim: size of the code ``encode`` returns; noise_dim: size of the network's
+    noise eps (latent_dim for one stochastic layer, D1 + D2 for two, every group's for
+    the hierarchical net); conditional: encoder and decoder see the one-hot label;
+    convolutional: the network is convolutional (jaxae.hardware picks steps per call by it).
+    """
+
+    net: nn.Module
+    likelihood: Likelihood
+    spec: InputSpec
+    latent_dim: int
+    noise_dim: int
+    conditional: bool = False
+    convolutional: bool = False
+
+    name: ClassVar[str] = "latent"
+    settings: ClassVar[tuple[str, ...]] = ()
+    deterministic: ClassVar[bool] = False  # True: no posterior noise and no likelihood bound.
+    supports_conditional: ClassVar[bool] = True
+
+    @classmethod
+    def check(cls, config: Config) -> None:
+        """The family's own config rules (ConfigError); by default, a flat MLP/conv network."""
+        if config.model.arch in HVAE_PRESETS:
+            raise ConfigError(f"--arch {config.model.arch} is a preset of --model hvae, not of "
+                              f"--model {config.model.family}")
+
+    @classmethod
+    def build(cls, config: Config, spec: InputSpec) -> "LatentModel":
+        likelihood = likelihood_of(config)
+        net, latent_dim, noise_dim = flat_net(config, spec, likelihood)
+        return cls(net=net, likelihood=likelihood, spec=spec, latent_dim=latent_dim, noise_dim=noise_dim,
+                   conditional=config.model.conditional, convolutional=not config.model.arch.startswith("mlp"),
+                   **cls.options(config))
+
+    @classmethod
+    def options(cls, config: Config) -> dict[str, Any]:
+        """The family's own fields, from its ``settings`` in ``config.objective``."""
+        return {name: getattr(config.objective, name) for name in cls.settings}
+
+    @property
+    def bound(self) -> bool:
+        """Whether the family has a likelihood bound (NELBO, IWAE)."""
+        return not self.deterministic
+
+    @property
+    def prior_dim(self) -> int:
+        """Size of the N(0, I) draws that ``decode`` turns into prior samples (the code)."""
+        return self.latent_dim
+
+    def condition(self, labels: jax.Array | None) -> jax.Array | None:
+        """One-hot (B, num_classes) for a conditional model, else None."""
+        if not self.conditional:
+            return None
+        if labels is None:
+            raise ValueError(f"the conditional {self.name} needs the batch's labels")
+        return jax.nn.one_hot(labels, self.spec.num_classes)
+
+    def init(self, rng: jax.Array) -> Params:
+        x = jnp.zeros((1, *self.spec.image_shape), jnp.float32)
+        cond = jnp.zeros((1, self.spec.num_classes)) if self.conditional else None
+        return self.net.init(rng, x, jnp.zeros((1, self.noise_dim)), cond)["params"]
+
+    def noise(self, keys: jax.Array) -> jax.Array:
+        """Per-example keys (B,) -> the network's noise eps (B, noise_dim) (zeros when deterministic)."""
+        if self.deterministic:
+            return jnp.zeros((keys.shape[0], self.noise_dim))
+        return jax.vmap(lambda k: jax.random.normal(k, (self.noise_dim,)))(inputs.fold(keys, inputs.MODEL_FOLD))
+
+    def forward(self, params: Params, batch: dict, keys: jax.Array) -> dict[str, jax.Array]:
+        """The training pass: ``recon`` = -log p(x|z) (B,), ``kl_per_unit`` (B, U) and ``code`` (B, latent_dim)."""
+        out, kl_per_unit, code = self.net.apply({"params": params}, batch["x_in"], self.noise(keys),
+                                                self.condition(batch.get("label")))
+        return {"recon": -self.likelihood.log_prob(out, batch["x"]), "kl_per_unit": kl_per_unit, "code": code}
+
+    def eval_terms(self, params: Params, batch: dict, keys: jax.Array) -> dict[str, jax.Array]:
+        """Per-example evaluation terms (B,) in nats: ``nelbo``, ``recon``, ``kl``, and
+        ``kl_per_unit`` (B, U)."""
+        terms = self.forward(params, batch, keys)
+        kl = jnp.sum(terms["kl_per_unit"], axis=-1)
+        return {"nelbo": terms["recon"] + kl, "recon": terms["recon"], "kl": kl, "kl_per_unit": terms["kl_per_unit"]}
+
+    def loss(self, params: Params, batch: dict, keys: jax.Array, step: jax.Array | int = 0
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        raise NotImplementedError(f"{type(self).__name__} must define loss")
+
+    def log_weights(self, params: Params, x: jax.Array, keys: jax.Array, num_samples: int,
+                    start: jax.Array | int = 0, cond: jax.Array | None = None,
+                    x_in: jax.Array | None = None) -> jax.Array:
+        """log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x) for z_s ~ q(z|x), s = start .. start+num_samples-1.
+
+        x: float model input (B, H, W, C) that the likelihood scores; x_in: the encoder's
+        input (default x); keys: per-example keys (B,) -> (B, num_samples) nats. Sample s
+        uses fold_in(fold_in(key, MODEL_FOLD), s), so drawing k samples in chunks gives the
+        same samples whatever the chunk size. log mean_s exp(log w_s) is the IWAE bound
+        on log p(x) (Burda et al. 2015).
+        """
+        x_in = x if x_in is None else x_in
+        index = start + jnp.arange(num_samples)
+        draw = lambda key: jax.random.normal(jax.random.fold_in(key, 0), (self.noise_dim,))  # noqa: E731
+        model_keys = inputs.fold(keys, inputs.MODEL_FOLD)
+        eps = jax.vmap(lambda k: jax.vmap(lambda i: draw(jax.random.fold_in(k, i)))(index))(model_keys)  # (B, S, E)
+        out, log_ratio = self.net.apply({"params": params}, x_in, eps, cond, method=type(self.net).sample_and_score)
+        return self.likelihood.log_prob(out, x[:, None]) + log_ratio
+
+    def encode(self, params: Params, x: jax.Array, labels: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """Float input (B, H, W, C) -> q(z|x) mean and logvar of the code, each (B, latent_dim)."""
+        return self.net.apply({"params": params}, x, self.condition(labels), method=type(self.net).encode)
+
+    def decode(self, params: Params, v: jax.Array, labels: jax.Array | None = None) -> jax.Array:
+        """Prior draws or codes (B, prior_dim) -> mean images (B, H, W, C) in [0, 1]."""
+        out = self.net.apply({"params": params}, v, self.condition(labels), method=type(self.net).decode)
+        return self.likelihood.mean(out)
+
+    def noise_scale(self, temperatures: list[float]) -> float | jax.Array:
+        """Sampling temperatures -> the scale of the (prior_dim,) N(0, I) draws: one value here."""
+        if len(temperatures) != 1:
+            raise ConfigError(f"--temperature takes one value for {self.name}; per-group lists are for "
+                              "hierarchical models")
+        return temperatures[0]

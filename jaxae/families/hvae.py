@@ -1,0 +1,74 @@
+"""The hierarchical VAE, ``hvae`` (VDVAE, Child 2021; NVAE, Vahdat & Kautz 2020), on the
+network of jaxae.nets.hierarchical.
+
+loss = -log p(x|z) + weight * sum_l KL(q(z_l|x, z_<l) || p(z_l|z_<l)), every KL in closed
+form per latent group; ``beta``, ``kl_warmup_steps`` and ``free_bits`` (nats per latent
+group) act as in the VAE. Each group's KL is logged as ``kl_group<l>`` (coarsest first).
+
+Prior draws are the noise of every group (ancestral sampling, ``prior_dim`` =
+``noise_dim``), so temperatures may be given per group; the code that ``encode``
+returns, interpolates and traverses is the top group's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from jaxae.config import HVAE_PRESETS, Config
+from jaxae.data import InputSpec
+from jaxae.errors import ConfigError
+from jaxae.families.base import LatentModel, likelihood_of
+from jaxae.families.vae import VAE
+from jaxae.nets.hierarchical import HierarchicalNet, HVAEArch, group_temperatures
+
+
+@dataclasses.dataclass(frozen=True)
+class HVAE(VAE):
+    name = "hvae"
+    supports_conditional = False
+
+    @classmethod
+    def check(cls, config: Config) -> None:
+        m = config.model
+        if m.arch not in HVAE_PRESETS:
+            raise ConfigError(f"--model hvae needs an --arch of {', '.join(HVAE_PRESETS)}; got --arch {m.arch}")
+        if config.run.dtype != "float32":
+            raise ConfigError(f"--dtype {config.run.dtype} is implemented for the mlp and conv networks; "
+                              "hvae computes in float32")
+        if m.stochastic_layers != 1:
+            raise ConfigError("--model hvae sets its own hierarchy; leave --stochastic_layers at 1")
+
+    @classmethod
+    def build(cls, config: Config, spec: InputSpec) -> "HVAE":
+        arch = HVAEArch(**HVAE_PRESETS[config.model.arch])
+        try:
+            arch.check(spec.image_shape)
+        except ValueError as e:
+            raise ConfigError(f"--arch {config.model.arch}: {e}") from None
+        likelihood = likelihood_of(config)
+        net = HierarchicalNet(arch=arch, out_channels=likelihood.output_channels(spec.image_shape[2]))
+        return cls(net=net, likelihood=likelihood, spec=spec, latent_dim=arch.top_dim, noise_dim=arch.noise_dim,
+                   convolutional=True, **cls.options(config))
+
+    @property
+    def prior_dim(self) -> int:
+        return self.noise_dim
+
+    def kl_scalars(self, kl_per_unit: jax.Array) -> dict[str, jax.Array]:
+        """The KL of each latent group (the units here), coarsest first: ``kl_group<l>``."""
+        return {f"kl_group{g}": v for g, v in enumerate(jnp.mean(kl_per_unit, axis=0))}
+
+    def noise_scale(self, temperatures: list[float]) -> float | jax.Array:
+        """One temperature for every group, or one per group (coarsest first) -> (noise_dim,) scales."""
+        if len(temperatures) == 1:
+            return temperatures[0]
+        try:
+            return group_temperatures(self.net.arch, temperatures)
+        except ValueError as e:
+            raise ConfigError(f"--temperature: {e}") from None
+
+
+__all__ = ["HVAE", "LatentModel"]

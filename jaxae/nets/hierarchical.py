@@ -1,0 +1,292 @@
+"""The network of the hierarchical VAE (family ``hvae``), in the style of VDVAE (Child 2021) and NVAE (Vahdat & Kautz 2020).
+
+Structure (``HierarchicalNet``), for stages ``((res, encoder_blocks, groups), ...)`` listed
+from the image resolution down to the coarsest one:
+
+- Bottom-up: a 3x3 conv to ``width`` channels, then at each resolution (average-pooled
+  down from the previous one) ``encoder_blocks`` bottleneck residual blocks; the
+  activation at the end of each resolution is kept for the top-down pass.
+- Top-down, coarsest resolution first (nearest-neighbour upsampling between them, plus a
+  learned per-resolution bias): ``groups`` latent groups per resolution. Group l holds
+  z_l of shape (res, res, zdim):
+
+    prior      p(z_l | z_<l) = N(mu_p, sigma_p)        from a block on the state h
+    posterior  q(z_l | x, z_<l) = N(mu_p + dmu, sigma_p * exp(dlog_sigma))
+               from a block on [h, bottom-up activation] -- parameterised relative to
+               the prior (NVAE), so q starts equal to p and KLs start small
+    update     h <- h + prior-block features + conv1x1(z_l);  h <- residual block(h)
+
+  The first (coarsest) group's prior is N(0, I), so a model with a single group is
+  exactly a VAE: p(z) = N(0, I), q(z|x) Gaussian, p(x|z) from the decoder.
+- Output: a 1x1 conv of act(h) to the likelihood's parameters at full resolution.
+
+KL terms are closed form per group (both Gaussians are diagonal): the NELBO is
+-log p(x|z) + sum_l KL(q(z_l|x, z_<l) || p(z_l|z_<l)) with z_<l drawn from q, which is
+VDVAE's objective. ``sample_and_score`` gives log p(z) - log q(z|x) for the IWAE bound.
+
+Noise layout: one vector eps (B, noise_dim), the groups' standard-normal noise
+concatenated coarsest first, each group (res * res * zdim) in (res, res, zdim) order.
+Decoding with eps draws ancestral samples from the prior; ``group_sizes`` lets the
+caller scale each group's noise (per-group sampling temperature).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from jaxae import distributions as dist
+
+
+# Presets (``--arch`` of ``--model hvae``): residual width, block bottleneck width, latent
+# channels per group, and stages (resolution, encoder blocks, latent groups) from the image
+# resolution down. hvae_mnist is for 28x28 images, the cifar presets for 32x32
+# (hvae_cifar_small is sized for a CPU; hvae_cifar for a GPU).
+PRESETS = {
+    "hvae_mnist": {"width": 64, "bottleneck": 16, "zdim": 8,
+                   "stages": ((28, 1, 1), (14, 2, 3), (7, 2, 3), (1, 2, 2))},
+    "hvae_cifar_small": {"width": 64, "bottleneck": 16, "zdim": 8,
+                         "stages": ((32, 2, 1), (16, 2, 2), (8, 2, 3), (4, 2, 3), (1, 2, 2))},
+    "hvae_cifar": {"width": 256, "bottleneck": 64, "zdim": 16,
+                   "stages": ((32, 4, 4), (16, 6, 6), (8, 6, 6), (4, 4, 4), (1, 2, 2))},
+}
+
+@dataclasses.dataclass(frozen=True)
+class HVAEArch:
+    """Sizes of a hierarchical VAE.
+
+    width: channels of the residual stream; bottleneck: channels inside each block;
+    zdim: latent channels per group; stages: ((resolution, encoder_blocks, groups), ...)
+    from the image resolution down (each resolution divides the previous one).
+    """
+
+    width: int
+    bottleneck: int
+    zdim: int
+    stages: tuple[tuple[int, int, int], ...]
+
+    @property
+    def num_groups(self) -> int:
+        return sum(groups for _, _, groups in self.stages)
+
+    def group_resolutions(self) -> list[int]:
+        """Resolution of each latent group, in top-down order (coarsest first)."""
+        return [res for res, _, groups in reversed(self.stages) for _ in range(groups)]
+
+    def group_sizes(self) -> list[int]:
+        return [res * res * self.zdim for res in self.group_resolutions()]
+
+    @property
+    def noise_dim(self) -> int:
+        return sum(self.group_sizes())
+
+    @property
+    def top_dim(self) -> int:
+        return self.group_sizes()[0]
+
+    def check(self, image_shape: tuple[int, int, int]) -> None:
+        """ValueError naming the problem when the stages do not fit ``image_shape``."""
+        height, width = image_shape[:2]
+        if height != width:
+            raise ValueError(f"hierarchical presets need square images, got {height}x{width}")
+        resolutions = [res for res, _, _ in self.stages]
+        if resolutions[0] != height:
+            raise ValueError(f"the preset's first stage is {resolutions[0]}x{resolutions[0]}, "
+                             f"but the images are {height}x{width}")
+        for hi, lo in zip(resolutions, resolutions[1:]):
+            if lo >= hi or hi % lo:
+                raise ValueError(f"stage resolutions must shrink by integer factors, got {hi} -> {lo}")
+        if self.stages[-1][2] < 1:
+            raise ValueError("the coarsest stage needs at least one latent group")
+
+
+def _gelu(x: jax.Array) -> jax.Array:
+    return nn.gelu(x, approximate=True)
+
+
+class Block(nn.Module):
+    """VDVAE's bottleneck block: 1x1 -> 3x3 -> 3x3 -> 1x1 convs on gelu'd inputs (3x3 become
+    1x1 at resolutions <= 2), plus the input when ``residual``. The last conv's init is
+    scaled by ``out_scale`` (1/sqrt(depth) keeps the residual stream's variance bounded;
+    0: zeros, so the block starts as the zero function)."""
+
+    bottleneck: int
+    out: int
+    residual: bool = True
+    out_scale: float = 1.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = (3, 3) if x.shape[1] > 2 else (1, 1)
+        h = nn.Conv(self.bottleneck, (1, 1))(_gelu(x))
+        h = nn.Conv(self.bottleneck, k)(_gelu(h))
+        h = nn.Conv(self.bottleneck, k)(_gelu(h))
+        init = (nn.initializers.variance_scaling(self.out_scale ** 2, "fan_in", "truncated_normal") if self.out_scale
+                else nn.initializers.zeros)
+        h = nn.Conv(self.out, (1, 1), kernel_init=init)(_gelu(h))
+        return x + h if self.residual else h
+
+
+def _pool(h: jax.Array, res: int) -> jax.Array:
+    factor = h.shape[1] // res
+    return h if factor == 1 else nn.avg_pool(h, (factor, factor), (factor, factor))
+
+
+def _upsample(h: jax.Array, res: int) -> jax.Array:
+    factor = res // h.shape[1]
+    return h if factor == 1 else jnp.repeat(jnp.repeat(h, factor, axis=1), factor, axis=2)
+
+
+class TopDownGroup(nn.Module):
+    """One latent group of the top-down pass (see the module docstring).
+
+    ``__call__(h, enc, eps)``: h (B, r, r, width) the top-down state; enc the bottom-up
+    activation at this resolution (None: generate from the prior); eps (B, r, r, zdim).
+    Returns (new h, KL per example (B,), log p(z) - log q(z) per example (B,), z, and
+    the posterior's (mean, logstd)); when generating the KL and log-ratio are 0 and the
+    prior's (mean, logstd) is returned instead.
+    """
+
+    arch: HVAEArch
+    standard_prior: bool
+    out_scale: float
+
+    @nn.compact
+    def __call__(self, h: jax.Array, enc: jax.Array | None, eps: jax.Array):
+        zdim, width = self.arch.zdim, self.arch.width
+        if self.standard_prior:
+            p_mean = p_logstd = jnp.zeros((*h.shape[:3], zdim), h.dtype)
+            features = 0.0
+        else:
+            # Zero-initialised: every prior starts as N(0, I) and adds nothing to h (as in VDVAE).
+            prior_out = Block(self.arch.bottleneck, 2 * zdim + width, residual=False, out_scale=0.0, name="prior")(h)
+            p_mean, p_logstd, features = jnp.split(prior_out, [zdim, 2 * zdim], axis=-1)
+        if enc is None:  # Generation: the posterior block is not needed.
+            z = p_mean + jnp.exp(p_logstd) * eps
+            kl = log_ratio = jnp.zeros(h.shape[0])
+            posterior = (p_mean, p_logstd)
+        else:
+            q_out = Block(self.arch.bottleneck, 2 * zdim, residual=False, name="posterior")(
+                jnp.concatenate([h, enc], axis=-1))
+            d_mean, d_logstd = jnp.split(q_out, 2, axis=-1)
+            q_mean, q_logstd = p_mean + d_mean, p_logstd + d_logstd
+            z = q_mean + jnp.exp(q_logstd) * eps
+            axes = (1, 2, 3)
+            kl = jnp.sum(dist.gaussian_kl(q_mean, 2.0 * q_logstd, p_mean, 2.0 * p_logstd), axis=axes)
+            # log p(z) - log q(z); with z = q_mean + q_std * eps the quadratic term of q is eps^2 / 2.
+            log_ratio = jnp.sum(q_logstd - p_logstd + 0.5 * jnp.square(eps)
+                                - 0.5 * jnp.square((z - p_mean) * jnp.exp(-p_logstd)), axis=axes)
+            posterior = (q_mean, q_logstd)
+        z_init = nn.initializers.variance_scaling(self.out_scale ** 2, "fan_in", "truncated_normal")
+        h = h + features + nn.Conv(width, (1, 1), kernel_init=z_init, name="z_proj")(z)
+        h = Block(self.arch.bottleneck, width, residual=True, out_scale=self.out_scale, name="res")(h)
+        return h, kl, log_ratio, z, posterior
+
+
+class HierarchicalNet(nn.Module):
+    """The hierarchical VAE network with the interface every jaxae network has (jaxae.nets.stochastic):
+
+    - ``__call__(x, eps, cond)`` -> (decoder output (B, H, W, K), KL per group (B, G), code);
+    - ``sample_and_score(x, eps (B, S, N), cond)`` -> (outputs (B, S, H, W, K), log p(z) - log q(z|x) (B, S));
+    - ``encode(x, cond)`` -> the top group's posterior (mean, logvar), each (B, top_dim);
+    - ``decode(v, cond)``: v (B, noise_dim) is prior noise for every group (ancestral
+      sample); v (B, top_dim) is the top group's z, lower groups then take their prior means.
+
+    x: (B, H, W, C) float in [0, 1]; ``cond`` is accepted for the interface and must be None.
+    """
+
+    arch: HVAEArch
+    out_channels: int
+
+    def setup(self):
+        arch = self.arch
+        depth = sum(blocks for _, blocks, _ in arch.stages)
+        self.stem = nn.Conv(arch.width, (3, 3))
+        self.encoder_blocks = [[Block(arch.bottleneck, arch.width, out_scale=1 / math.sqrt(depth))
+                                for _ in range(blocks)] for _, blocks, _ in arch.stages]
+        scale = 1 / math.sqrt(arch.num_groups)
+        self.groups = [TopDownGroup(arch, standard_prior=i == 0, out_scale=scale) for i in range(arch.num_groups)]
+        self.biases = [self.param(f"bias_{res}", nn.initializers.zeros, (1, res, res, arch.width))
+                       for res, _, _ in arch.stages]
+        self.output = nn.Conv(self.out_channels, (1, 1))
+
+    def bottom_up(self, x: jax.Array) -> dict[int, jax.Array]:
+        h = self.stem(2.0 * x - 1.0)
+        acts = {}
+        for (res, _, _), blocks in zip(self.arch.stages, self.encoder_blocks):
+            h = _pool(h, res)
+            for block in blocks:
+                h = block(h)
+            acts[res] = h
+        return acts
+
+    def top_down(self, eps: jax.Array, acts: dict[int, jax.Array] | None, num_groups: int | None = None):
+        """eps (B, noise_dim); acts from bottom_up (None: from the prior). Returns the final
+        state h, KL per group (B, G), log-ratio (B,) and each group's posterior (mean, logstd)."""
+        arch, batch = self.arch, eps.shape[0]
+        sizes, resolutions = arch.group_sizes(), arch.group_resolutions()
+        offsets = [0, *itertools.accumulate(sizes)]
+        stage_of = {res: i for i, (res, _, _) in enumerate(arch.stages)}
+        h, kls, log_ratio, posteriors = None, [], jnp.zeros(batch), []
+        for g, (group, res) in enumerate(zip(self.groups, resolutions)):
+            if num_groups is not None and g == num_groups:
+                break
+            bias = self.biases[stage_of[res]]
+            if h is None:
+                h = jnp.broadcast_to(bias, (batch, *bias.shape[1:]))
+            elif h.shape[1] != res:
+                h = _upsample(h, res) + bias
+            e = eps[:, offsets[g]:offsets[g + 1]].reshape(batch, res, res, arch.zdim)
+            h, kl, ratio, _, posterior = group(h, None if acts is None else acts[res], e)
+            kls.append(kl)
+            log_ratio = log_ratio + ratio
+            posteriors.append(posterior)
+        if h.shape[1] != arch.stages[0][0]:
+            h = _upsample(h, arch.stages[0][0])
+        return h, jnp.stack(kls, axis=-1), log_ratio, posteriors
+
+    def _output(self, h: jax.Array) -> jax.Array:
+        return self.output(_gelu(h))
+
+    def __call__(self, x: jax.Array, eps: jax.Array, cond: jax.Array | None = None):
+        h, kl, _, posteriors = self.top_down(eps, self.bottom_up(x))
+        top_mean = posteriors[0][0].reshape(x.shape[0], -1)
+        return self._output(h), kl, top_mean
+
+    def sample_and_score(self, x: jax.Array, eps: jax.Array, cond: jax.Array | None = None):
+        batch, samples = eps.shape[:2]
+        acts = {res: jnp.repeat(a, samples, axis=0) for res, a in self.bottom_up(x).items()}
+        h, _, log_ratio, _ = self.top_down(eps.reshape(batch * samples, -1), acts)
+        out = self._output(h)
+        return out.reshape(batch, samples, *out.shape[1:]), log_ratio.reshape(batch, samples)
+
+    def encode(self, x: jax.Array, cond: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        eps = jnp.zeros((x.shape[0], self.arch.top_dim))
+        _, _, _, posteriors = self.top_down(eps, self.bottom_up(x), num_groups=1)
+        mean, logstd = posteriors[0]
+        return mean.reshape(x.shape[0], -1), 2.0 * logstd.reshape(x.shape[0], -1)
+
+    def decode(self, v: jax.Array, cond: jax.Array | None = None) -> jax.Array:
+        if v.shape[-1] == self.arch.top_dim and self.arch.num_groups > 1:
+            # The top group's prior is N(0, I): its noise is its z. Lower groups: prior means.
+            v = jnp.concatenate([v, jnp.zeros((v.shape[0], self.arch.noise_dim - v.shape[-1]), v.dtype)], -1)
+        h, _, _, _ = self.top_down(v, None)
+        return self._output(h)
+
+
+def group_temperatures(arch: HVAEArch, temperatures: Sequence[float]) -> jax.Array:
+    """Per-group temperatures (one value, or one per group) -> a (noise_dim,) noise scale."""
+    if len(temperatures) not in (1, arch.num_groups):
+        raise ValueError(f"give one temperature or one per latent group ({arch.num_groups}), "
+                         f"got {len(temperatures)}")
+    values = list(temperatures) * (arch.num_groups if len(temperatures) == 1 else 1)
+    return jnp.concatenate([jnp.full((size,), t, jnp.float32) for size, t in zip(arch.group_sizes(), values)])
+
+
+__all__ = ["Block", "HVAEArch", "HierarchicalNet", "TopDownGroup", "group_temperatures"]
