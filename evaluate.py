@@ -1,8 +1,11 @@
 """Evaluate a trained model on a split: NELBO, IWAE bound, bits/dim, reconstruction, active units.
 
     python evaluate.py --workdir runs/default --split test --iwae_samples 5000
+    python evaluate.py --pretrained NAME --num_images 100     # a model shipped with jaxae
+    python evaluate.py --list_pretrained
 
-Writes DIR/eval_<split>.json. See jaxae/evaluation.py for how each number is computed.
+Writes DIR/eval_<split>.json (with --pretrained: --output FILE, if given). See jaxae/evaluation.py
+for how each number is computed.
 """
 
 from __future__ import annotations
@@ -17,10 +20,15 @@ from jaxae.config import ConfigError
 
 def main(argv: list[str] | None = None) -> None:
     parser = cli.ArgumentParser(description=__doc__, formatter_class=cli.argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", required=True, help="a train.py work directory")
-    parser.add_argument("--split", default="test", help="TFDS split to evaluate (default: test)")
-    parser.add_argument("--iwae_samples", type=int, default=5000,
-                        help="k of the IWAE bound (default: 5000, as Burda et al.; 0 skips it)")
+    cli.add_model_source_flags(parser)
+    parser.add_argument("--list_pretrained", action="store_true",
+                        help="print the shipped models (name, dataset, protocol, metric, value; tab-separated)")
+    parser.add_argument("--output", default=None, help="the JSON file to write (default: DIR/eval_<split>.json)")
+    parser.add_argument("--split", default=None,
+                        help="TFDS split to evaluate (default: test, or the shipped model's reporting split)")
+    parser.add_argument("--iwae_samples", type=int, default=None,
+                        help="k of the IWAE bound (default: 5000, as Burda et al., or the shipped model's k; "
+                             "0 skips it)")
     parser.add_argument("--batch_size", type=int, default=100, help="images per batch (default: 100)")
     parser.add_argument("--chunk", type=int, default=500,
                         help="importance samples per compiled pass; bounds memory, not the result (default: 500)")
@@ -32,10 +40,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="also time a float32 matmul to report the fraction of the machine's peak")
     cli.add_dataclass_flags(parser, distributed.Cluster)
     args = parser.parse_args(argv)
+    if args.list_pretrained:
+        from jaxae import pretrained
+
+        for name in pretrained.names():
+            print(pretrained.card(name).line())
+        return
     for name in ("batch_size", "chunk"):
         if getattr(args, name) <= 0:
             raise ConfigError(f"--{name} must be > 0, got {getattr(args, name)}")
-    if args.iwae_samples < 0:
+    if args.iwae_samples is not None and args.iwae_samples < 0:
         raise ConfigError(f"--iwae_samples must be >= 0, got {args.iwae_samples}")
     if args.num_images is not None and args.num_images <= 0:
         raise ConfigError(f"--num_images must be > 0, got {args.num_images}")
@@ -44,12 +58,15 @@ def main(argv: list[str] | None = None) -> None:
 
     import jax
 
-    from jaxae import data, evaluation, inputs, workdir
+    from jaxae import data, evaluation, inputs, pretrained
 
-    config = workdir.load_config(args.workdir)
+    model, params, step, config, _ = cli.load_trained(args)
+    card = pretrained.card(args.pretrained) if args.pretrained else None
+    args.split = args.split or (card.split if card else "test")
+    if args.iwae_samples is None:
+        args.iwae_samples = card.iwae_samples if card else 5000
     overrides = {k: getattr(args, k) for k in ("data_dir", "manual_dir") if getattr(args, k) is not None}
     config = config.replace(**overrides)
-    model, params, step = workdir.load_model(args.workdir)
     builder = distributed.primary_first(lambda: data.prepared_builder(config.data), "prepare_dataset")
     split = data.load_split(builder, args.split)
     images = split.images[:args.num_images]
@@ -58,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         raise ConfigError(f"--batch_size {args.batch_size} must be divisible by the {jax.device_count()} devices")
     primary = distributed.is_primary()  # Every process evaluates its rows of each batch; process 0 reports.
     if primary:
-        print(f"jaxae: evaluating step {step} of {args.workdir} on {len(images)} {config.data.dataset}/{args.split} "
+        source = f"pretrained {args.pretrained}" if card else f"step {step} of {args.workdir}"
+        print(f"jaxae: evaluating {source} on {len(images)} {config.data.dataset}/{args.split} "
               f"images with IWAE k={args.iwae_samples} on {jax.device_count()} {jax.default_backend()} device(s)")
     result = evaluation.evaluate_full(model, params, images, inputs.eval_key(), labels=labels,
                                       iwae_samples=args.iwae_samples, batch_size=args.batch_size, chunk=args.chunk,
@@ -72,8 +90,9 @@ def main(argv: list[str] | None = None) -> None:
         result["fraction_of_peak"] = result["achieved_flops_per_sec"] / result["matmul_peak_flops_per_sec"]
     if not primary:
         return
-    path = os.path.join(args.workdir, f"eval_{args.split}.json")
-    io.write_text(path, json.dumps(result, indent=2))
+    path = args.output or (None if card else os.path.join(args.workdir, f"eval_{args.split}.json"))
+    if path is not None:
+        io.write_text(path, json.dumps(result, indent=2))
     parts = []
     if "nelbo" in result:
         parts.append(f"nelbo {result['nelbo']:.2f} nats ({result['bpd']:.4f} bits/dim)")
@@ -92,7 +111,11 @@ def main(argv: list[str] | None = None) -> None:
         summary += (f" = {100 * result['fraction_of_peak']:.0f}% of the measured float32 matmul peak "
                     f"({result['matmul_peak_flops_per_sec'] / 1e9:.0f} GFLOP/s)")
     print(summary)
-    print(f"wrote {path}")
+    if card is not None and card.metric in result:
+        print(f"{card.metric} {result[card.metric]:.2f} on these {len(images)} images; the card reports "
+              f"{card.value:.2f} on {card.split} with k={card.iwae_samples}")
+    if path is not None:
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ reconstructions, interpolations, latent traversals and denoising.
     python sample.py --workdir runs/cvae --label 7 --output sevens.png
     python sample.py --workdir runs/ae --prior fitted --output samples.png
     python sample.py --workdir runs/default --interpolate 0 1 --output lerp.png
+    python sample.py --pretrained NAME --num_samples 64 --output samples.png
 """
 
 from __future__ import annotations
@@ -65,11 +66,11 @@ def _labels(arg: str | None, model, num: int):
     return jnp.full((num,), int(arg)), None
 
 
-def _test_split(workdir: str):
+def _test_split(config, args):
     from jaxae import data
-    from jaxae import workdir as layout
 
-    config = layout.load_config(workdir)
+    overrides = {k: getattr(args, k) for k in ("data_dir", "manual_dir") if getattr(args, k) is not None}
+    config = config.replace(**overrides)
     return data.load_split(data.prepared_builder(config.data), config.data.eval_split)
 
 
@@ -78,12 +79,21 @@ def _read_noisy(path: str, model):
     import numpy as np
     from PIL import Image
 
+    from jaxae.io import NPZ_ERRORS
+
     shape = model.spec.image_shape
-    if path.endswith(".npy"):
-        array = np.load(path, allow_pickle=False).astype(np.float32)
-    else:
-        with Image.open(path) as im:
-            array = np.asarray(im.convert("L" if shape[2] == 1 else "RGB"), np.float32) / 255.0
+    try:
+        if path.endswith(".npy"):
+            array = np.load(path, allow_pickle=False)
+            if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+                raise ValueError(f"it holds {getattr(array, 'dtype', type(array).__name__)}, not numbers")
+            array = array.astype(np.float32)
+        else:
+            with Image.open(path) as im:
+                array = np.asarray(im.convert("L" if shape[2] == 1 else "RGB"), np.float32) / 255.0
+    except (*NPZ_ERRORS, Image.UnidentifiedImageError, Image.DecompressionBombError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"--denoise {path!r} is not a readable image or .npy array of numbers ({reason})") from None
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim == 3:
@@ -96,7 +106,10 @@ def _read_noisy(path: str, model):
 
 def main(argv: list[str] | None = None) -> None:
     parser = cli.ArgumentParser(description=__doc__, formatter_class=cli.argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", required=True, help="a train.py work directory")
+    cli.add_model_source_flags(parser)
+    parser.add_argument("--data_dir", default=None,
+                        help="override the run's TFDS data dir (modes that read test images)")
+    parser.add_argument("--manual_dir", default=None, help="override the run's TFDS manual dir")
     parser.add_argument("--num_samples", type=int, default=64, help="images to draw (default: 64)")
     parser.add_argument("--output", default="samples.png", help="PNG grid to write (default: samples.png)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents (default: 0)")
@@ -128,12 +141,11 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
 
     from jaxae import images, inputs, priors, sampling
-    from jaxae.workdir import load_model
-
-    model, params, step = load_model(args.workdir)
+    model, params, step, config, folder = cli.load_trained(args)
     primary = distributed.is_primary()  # Every process computes the same images; process 0 writes them.
     if primary:
-        print(f"jaxae: {model.name} from step {step} of {args.workdir} on {jax.local_device_count()} "
+        source = f"pretrained {args.pretrained}" if args.pretrained else f"step {step} of {args.workdir}"
+        print(f"jaxae: {model.name} from {source} on {jax.local_device_count()} "
               f"{jax.default_backend()} device(s) ({jax.devices()[0].device_kind})")
 
     def on_devices(num: int):
@@ -143,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
 
     num_cols = 8
     if args.interpolate or args.traverse is not None or args.reconstruct:
-        test = _test_split(args.workdir)
+        test = _test_split(config, args)
         labels = test.labels if model.conditional else None
         count = len(test)
         picks = args.interpolate or [args.traverse if args.traverse is not None else 0]
@@ -180,9 +192,9 @@ def main(argv: list[str] | None = None) -> None:
         num_cols = 1 if len(noisy) == 1 else 8
     else:
         prior_name = args.prior or ("fitted" if model.deterministic else "standard")
-        prior = priors.load(args.workdir) if prior_name == "fitted" else None
+        prior = priors.load(folder) if prior_name == "fitted" else None
         if prior_name == "fitted" and prior is None:
-            raise ConfigError(f"--prior fitted: {args.workdir!r} holds no {priors.PRIOR_FILE}; retrain with "
+            raise ConfigError(f"--prior fitted: {folder!r} holds no {priors.PRIOR_FILE}; retrain with "
                               "this version of train.py")
         if model.deterministic and prior is None:
             raise ConfigError("an ae has no standard prior: use --prior fitted")

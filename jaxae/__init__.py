@@ -14,6 +14,7 @@ The pieces, as pure functions and small frozen objects (layers, top down: the CL
     images = jaxae.sample_prior(model, state.params, key, 64)
     jaxae.train_and_evaluate(config, workdir)               # what train.py runs
     model, params, step = jaxae.load_model(workdir)         # a trained run
+    model, params = jaxae.load_pretrained(name)             # a model shipped with jaxae
 """
 
 from jaxae.checkpoints import Checkpointer
@@ -22,6 +23,7 @@ from jaxae.data import InputSpec
 from jaxae.errors import ConfigError, TrainingError
 from jaxae.evaluation import bits_per_dim, evaluate
 from jaxae.families import LatentModel, make_model, register
+from jaxae.pretrained import load_pretrained
 from jaxae.sampling import reconstruct, sample_prior
 from jaxae.training import TrainState, create_train_state, make_optimizer, make_train_step, train_and_evaluate
 from jaxae.workdir import load_model
@@ -30,6 +32,6 @@ __version__ = "0.2.0"
 
 __all__ = [
     "Checkpointer", "Config", "ConfigError", "InputSpec", "LatentModel", "TrainState", "TrainingError",
-    "bits_per_dim", "create_train_state", "evaluate", "load_model", "make_model", "make_optimizer",
+    "bits_per_dim", "create_train_state", "evaluate", "load_model", "load_pretrained", "make_model", "make_optimizer",
     "make_train_step", "reconstruct", "register", "sample_prior", "train_and_evaluate", "validate",
 ]

@@ -91,6 +91,28 @@ def dataclass_from_args(args: argparse.Namespace, cls: type):
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
+def add_model_source_flags(parser: argparse.ArgumentParser) -> None:
+    """--workdir DIR (a train.py run) or --pretrained NAME (a model shipped with jaxae)."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--workdir", help="a train.py work directory")
+    source.add_argument("--pretrained", metavar="NAME",
+                        help="a model shipped with jaxae (evaluate.py --list_pretrained)")
+
+
+def load_trained(args: argparse.Namespace):
+    """(model, params, step, config, folder) of --workdir or --pretrained; step is None for a
+    shipped model; folder holds its config and any fitted prior."""
+    from jaxae import pretrained, workdir
+
+    if args.workdir is None and args.pretrained is None:
+        raise ConfigError("give --workdir DIR (a train.py run) or --pretrained NAME (evaluate.py --list_pretrained)")
+    if args.pretrained is not None:
+        model, params, config = pretrained.load(args.pretrained)
+        return model, params, None, config, pretrained.path(args.pretrained)
+    model, params, step = workdir.load_model(args.workdir)
+    return model, params, step, workdir.load_config(args.workdir), args.workdir
+
+
 def quiet_libraries() -> None:
     """Keeps TensorFlow, absl and Orbax from flooding the terminal."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -122,4 +144,5 @@ def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None)
 
 
 __all__ = ["ArgumentParser", "ConfigError", "TrainingError", "add_config_flags", "add_dataclass_flags",
-           "config_from_args", "dataclass_from_args", "quiet_libraries", "run", "validate"]
+           "add_model_source_flags", "config_from_args", "dataclass_from_args", "load_trained", "quiet_libraries",
+           "run", "validate"]

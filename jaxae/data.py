@@ -98,18 +98,28 @@ class ArraySource:
     def open(cls, path: str) -> "ArraySource":
         if not os.path.isfile(path):
             raise ConfigError(f"--dataset {path!r} is not a file; an .npz dataset holds <split>_images arrays")
-        with np.load(path, allow_pickle=False) as f:
-            splits = tuple(sorted(k[:-len("_images")] for k in f.files if k.endswith("_images")))
-            if not splits:
-                raise ConfigError(f"--dataset {path!r} holds no <split>_images array (it has {sorted(f.files)})")
-            shapes = {f[f"{split}_images"].shape[1:] for split in splits}
-            dtypes = {f[f"{split}_images"].dtype for split in splits}
-            num_classes = int(f["num_classes"]) if "num_classes" in f.files else 0
+        arrays = io.read_npz(path, "--dataset")
+        splits = tuple(sorted(k[:-len("_images")] for k in arrays if k.endswith("_images")))
+        if not splits:
+            raise ConfigError(f"--dataset {path!r} holds no <split>_images array (it has {sorted(arrays)})")
+        shapes = {arrays[f"{split}_images"].shape[1:] for split in splits}
+        dtypes = {arrays[f"{split}_images"].dtype for split in splits}
         if len(shapes) != 1 or len(next(iter(shapes))) != 3 or dtypes != {np.dtype(np.uint8)}:
             raise ConfigError(f"--dataset {path!r}: every <split>_images must be uint8 (N, H, W, C) of one shape; "
                               f"got shapes {sorted(shapes)} and dtypes {sorted(map(str, dtypes))}")
+        for split in splits:
+            labels = arrays.get(f"{split}_labels")
+            count = arrays[f"{split}_images"].shape[:1]
+            if labels is not None and (labels.dtype.kind not in "iu" or labels.shape != count):
+                raise ConfigError(f"--dataset {path!r}: {split}_labels must be integers, one per image; got "
+                                  f"{labels.dtype} {labels.shape}")
+        num_classes = arrays.get("num_classes")
+        if num_classes is not None and (num_classes.shape != () or num_classes.dtype.kind not in "iu"
+                                        or not 0 <= int(num_classes) <= 1 << 20):
+            raise ConfigError(f"--dataset {path!r}: num_classes must be a non-negative integer scalar, "
+                              f"got {num_classes!r}")
         return cls(path=path, splits=splits, image_shape=tuple(int(d) for d in next(iter(shapes))),
-                   num_classes=num_classes)
+                   num_classes=0 if num_classes is None else int(num_classes))
 
     def load(self, split: str) -> Split:
         """A split by name, or a slice of one with integer bounds, e.g. ``train[45000:]``."""
@@ -120,9 +130,9 @@ class ArraySource:
         if name not in self.splits:
             raise ConfigError(f"split {split!r} is not in {self.name!r}; it has {list(self.splits)}")
         bounds = [None if b is None else int(b) for b in (start, stop)]
-        with np.load(self.path, allow_pickle=False) as f:
-            images = f[f"{name}_images"][bounds[0]:bounds[1]]
-            labels = f[f"{name}_labels"][bounds[0]:bounds[1]] if f"{name}_labels" in f.files else None
+        arrays = io.read_npz(self.path, "--dataset")
+        images = arrays[f"{name}_images"][bounds[0]:bounds[1]]
+        labels = arrays[f"{name}_labels"][bounds[0]:bounds[1]] if f"{name}_labels" in arrays else None
         if not len(images):
             raise ConfigError(f"split {split!r} of {self.name!r} is empty")
         return Split(images=np.ascontiguousarray(images), labels=None if labels is None else labels.astype(np.int32))

@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import zipfile
 from collections.abc import Iterator
+
+import numpy as np
+
+from jaxae.errors import ConfigError
+
+# What numpy raises for a file that is not a valid .npz/.npy, or holds pickled objects.
+NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
 
 
 @contextlib.contextmanager
@@ -30,3 +38,16 @@ def write_text(path: str, text: str) -> None:
     """Writes ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(text)
+
+
+def read_npz(path: str, what: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, never unpickled; ConfigError naming ``what``, the file and
+    the problem when it is not a readable .npz of plain arrays."""
+    try:
+        if not zipfile.is_zipfile(path):
+            raise ValueError("not an .npz archive")
+        with np.load(path, allow_pickle=False) as f:
+            return {key: f[key] for key in f.files}
+    except NPZ_ERRORS as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"{what} {path!r} is not a readable .npz of plain arrays ({reason})") from None

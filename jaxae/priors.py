@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxae import io
+from jaxae.errors import ConfigError
 
 PRIOR_FILE = "prior.npz"
 JITTER = 1e-5  # Added to covariance diagonals so they stay positive definite.
@@ -69,5 +70,16 @@ def load(workdir: str) -> FittedPrior | None:
     path = os.path.join(workdir, PRIOR_FILE)
     if not os.path.exists(path):
         return None
-    with np.load(path, allow_pickle=False) as f:
-        return FittedPrior(f["weights"], f["means"], f["chols"])
+    arrays = io.read_npz(path, "fitted prior")
+    try:
+        weights, means, chols = (np.asarray(arrays[k], np.float64) for k in ("weights", "means", "chols"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"fitted prior {path!r} lacks weights, means and chols as numbers ({e})") from None
+    k = weights.shape[0] if weights.ndim == 1 else -1
+    if (k < 1 or means.ndim != 2 or means.shape[0] != k or chols.shape != (k, means.shape[1], means.shape[1])
+            or not all(np.all(np.isfinite(a)) for a in (weights, means, chols))
+            or np.any(weights < 0) or not np.isclose(weights.sum(), 1.0)):
+        raise ConfigError(f"fitted prior {path!r} is malformed: weights {weights.shape} must be K >= 1 finite "
+                          f"probabilities, means (K, D) and chols (K, D, D); got means {means.shape}, chols "
+                          f"{chols.shape}")
+    return FittedPrior(weights, means, chols)

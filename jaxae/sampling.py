@@ -19,9 +19,10 @@ def sample_prior(model, params, rng: jax.Array, num_samples: int, temperature: f
 
     Latents: z ~ N(0, temperature^2 I) of size ``model.prior_dim``, or from a fitted
     prior (jaxae.priors) with its covariance scaled by temperature^2. ``temperature``
-    may be a (prior_dim,) vector (``model.noise_scale`` of per-group temperatures). ``labels`` (num_samples,) pick the classes of a
-    conditional model. ``sharding``: split the latents' batch axis over its devices (the
-    params must then live on its mesh, e.g. replicated); the images do not change.
+    may be a (prior_dim,) vector (``model.noise_scale`` of per-group temperatures).
+    ``labels`` (num_samples,) pick the classes of a conditional model. ``sharding``: split
+    the latents' batch axis over its devices (the params must then live on its mesh, e.g.
+    replicated); the images do not change.
     """
     if prior is None:
         z = temperature * jax.random.normal(rng, (num_samples, model.prior_dim))

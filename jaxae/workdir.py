@@ -7,13 +7,18 @@ trained model from it.
     metrics.jsonl      one JSON object per evaluation
     prior.npz          the density fitted to the training codes (jaxae.priors)
     samples.png, reconstructions.png, tensorboard/
+    lock.json          while a train.py run uses the directory: its pid, host and start time
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
+import time
+from collections.abc import Iterator
 
 from jaxae import checkpoints, io
 from jaxae.config import Config, incompatible_fields
@@ -26,6 +31,7 @@ METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.png"
 RECONSTRUCTIONS_FILE = "reconstructions.png"
 TENSORBOARD_DIR = "tensorboard"
+LOCK_FILE = "lock.json"
 
 
 def config_path(workdir: str) -> str:
@@ -120,3 +126,72 @@ def load_model(workdir: str):
                           f"{checkpoints.checkpoint_dir(workdir)!r}")
     step, state = restored
     return model, state.eval_params(), step
+
+
+def _process_start(pid: int) -> str | None:
+    """A token that changes when ``pid`` is reused: the process's start time in clock ticks
+    since boot (Linux /proc), or None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(holder: dict) -> bool:
+    """Whether the process recorded in a lock on this host still runs (and is the same one)."""
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Alive, owned by another user.
+        return True
+    start = _process_start(pid)
+    return start is None or holder.get("process_start") in (None, start)
+
+
+@contextlib.contextmanager
+def lock(workdir: str) -> Iterator[None]:
+    """Holds ``workdir/lock.json`` while a run trains there, so a second train.py on the same
+    work directory is refused with a line naming the holder (pid, host, start time). A lock
+    left by a process that no longer runs on this host is stale and taken over; one from
+    another host cannot be checked, and the message says how to remove it. Only process 0
+    of a multi-process run calls this."""
+    path = os.path.join(workdir, LOCK_FILE)
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "process_start": _process_start(os.getpid()),
+          "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    holder = json.load(f)
+                if not isinstance(holder, dict):
+                    raise ValueError("not an object")
+            except (OSError, ValueError):
+                holder = {}  # Unreadable (a crash while writing it): stale.
+            here = holder.get("host") == me["host"]
+            if (here and _alive(holder)) or (holder and not here):
+                where = "" if here else f"; if that run is gone, delete {path}"
+                raise ConfigError(f"--workdir {workdir!r} is in use by pid {holder.get('pid')} on "
+                                  f"{holder.get('host')} since {holder.get('started')}{where}") from None
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)  # Stale: its process is gone.
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    else:
+        raise ConfigError(f"--workdir {workdir!r}: could not take {path} (another run keeps taking it)")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            with open(path) as f:
+                mine = json.load(f).get("pid") == me["pid"]
+            if mine:
+                os.remove(path)

@@ -121,6 +121,8 @@ class RunConfig:
                                     "jaxae.hardware chooses: 50, but 1 for convolutional nets on CPU)",
                                     resumable=True)
     max_nonfinite: int = _f(20, "stop after N consecutive non-finite steps (each is skipped)", resumable=True)
+    max_skipped: int = _f(0, "stop after N consecutive skipped updates of any cause (non-finite or over "
+                          "--skip_threshold; 0: off)", resumable=True)
     parallel: str = _f("sharded", "multi-device mode: sharded (jit over a mesh) or pmap", PARALLEL,
                        resumable=True)
     dtype: str = _f("float32", "compute dtype of the networks (params, loss and optimizer stay float32)",

@@ -69,6 +69,8 @@ def validate(config: Config) -> Config:
                         ("eval_every", r.eval_every), ("checkpoint_every", r.checkpoint_every),
                         ("keep_checkpoints", r.keep_checkpoints), ("max_nonfinite", r.max_nonfinite)):
         _positive(name, value)
+    if r.max_skipped < 0:
+        raise ConfigError(f"--max_skipped must be >= 0 (0: off), got {r.max_skipped}")
     for name in ("epochs", "steps_per_call"):
         if getattr(r, name) is not None:
             _positive(name, getattr(r, name))
@@ -96,7 +98,8 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"--likelihood {m.likelihood} scores 8-bit grey levels; use it with --binarize none")
     limits = {"batch_size": r.batch_size, "latent_dim": m.latent_dim, "steps": r.steps,
               "num_mixtures": m.num_mixtures}
-    for name, limit in {"batch_size": 1 << 16, "latent_dim": 1 << 14, "steps": 1 << 31, "num_mixtures": 1 << 10}.items():
+    maxima = {"batch_size": 1 << 16, "latent_dim": 1 << 14, "steps": 1 << 31, "num_mixtures": 1 << 10}
+    for name, limit in maxima.items():
         if limits[name] > limit:
             raise ConfigError(f"--{name} {limits[name]} is absurdly large (at most {limit})")
     return config

@@ -1,4 +1,5 @@
-"""The network of the hierarchical VAE (family ``hvae``), in the style of VDVAE (Child 2021) and NVAE (Vahdat & Kautz 2020).
+"""The network of the hierarchical VAE (family ``hvae``), in the style of VDVAE (Child 2021) and
+NVAE (Vahdat & Kautz 2020).
 
 Structure (``HierarchicalNet``), for stages ``((res, encoder_blocks, groups), ...)`` listed
 from the image resolution down to the coarsest one:

@@ -10,6 +10,7 @@ checkpoint step; a signal stops training after the chunk in flight (interrupt.py
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -97,7 +98,8 @@ def chunk_lengths(start: int, total: int, boundaries: tuple[int, ...], max_len: 
 
 
 def nonfinite_streak(streak: int, flags: np.ndarray) -> int:
-    """Consecutive non-finite steps up to the last of ``flags`` (1.0 = non-finite), given the streak before."""
+    """Consecutive flagged steps (non-finite, or skipped) up to the last of ``flags`` (1.0 = flagged),
+    given the streak before."""
     for flag in flags:
         streak = streak + 1 if flag else 0
     return streak
@@ -111,6 +113,12 @@ def check_model_size(model) -> int:
         raise ConfigError(f"the model has {count:,} parameters, more than the {MAX_PARAMS:,} allowed; "
                           "reduce --hidden_dims, --channels or --latent_dim")
     return count
+
+
+def _last_good(checkpointer: checkpoints.Checkpointer) -> str:
+    checkpointer.wait()
+    good = checkpointer.latest_step()
+    return f"last good checkpoint: {'none' if good is None else os.path.join(checkpointer.directory, str(good))}"
 
 
 def _check(config: Config, workdir: str, reset: bool) -> None:
@@ -161,115 +169,124 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
     # Placed before restoring, so Orbax restores straight into the (global) replicated sharding.
     state = distributed.put(state, replicated)
 
-    primary = distributed.is_primary()
-    if primary:
-        if reset:
-            layout.reset(workdir)
-        os.makedirs(workdir, exist_ok=True)
-    distributed.barrier("workdir_ready")
-    checkpointer = checkpoints.Checkpointer(workdir, keep=run.keep_checkpoints)
-    restored = checkpointer.restore(state)
-    start = 0
-    if restored is not None:
-        start, state = restored
-        log.info("resuming from step %d of %s", start, checkpointer.directory)
-    metrics_log = hooks.MetricsLog(workdir)
-    metrics_log.truncate(start)
-    if primary:
-        config.save(layout.config_path(workdir))
-        layout.save_input_spec(workdir, spec)
+    with contextlib.ExitStack() as locked:
+        primary = distributed.is_primary()
+        if primary:  # One lock per run: process 0 holds it for all.
+            os.makedirs(workdir, exist_ok=True)
+            locked.enter_context(layout.lock(workdir))
+            if reset:
+                layout.reset(workdir)
+        distributed.barrier("workdir_ready")
+        checkpointer = checkpoints.Checkpointer(workdir, keep=run.keep_checkpoints)
+        restored = checkpointer.restore(state)
+        start = 0
+        if restored is not None:
+            start, state = restored
+            log.info("resuming from step %d of %s", start, checkpointer.directory)
+        metrics_log = hooks.MetricsLog(workdir)
+        metrics_log.truncate(start)
+        if primary:
+            config.save(layout.config_path(workdir))
+            layout.save_input_spec(workdir, spec)
 
-    if pmap_devices:  # State and perm get a leading device axis; view() takes device 0's copy.
-        per_device = NamedSharding(jax.sharding.Mesh(np.array(jax.local_devices()[:pmap_devices]), (PMAP_AXIS,)),
-                                   PartitionSpec(PMAP_AXIS))
-        stack = lambda tree: jax.device_put(  # noqa: E731
-            jax.tree.map(lambda x: jnp.stack([x] * pmap_devices), tree), per_device)
-        view = lambda tree: jax.device_put(jax.tree.map(lambda x: x[0], tree), jax.devices()[0])  # noqa: E731
-        state = stack(state)
-    else:
-        stack = view = lambda tree: tree  # noqa: E731
-    # Every process read the whole split: each places it on its own devices (jaxae.distributed).
-    train_images, train_labels, test_images, test_labels = distributed.put(
-        (train_split.images, train_split.labels, test_split.images, test_split.labels), replicated)
-    perm = stack(jax.device_put(inputs.epoch_permutation(data_key, start // steps_per_epoch, len(train_split)),
-                                replicated))
+        if pmap_devices:  # State and perm get a leading device axis; view() takes device 0's copy.
+            per_device = NamedSharding(jax.sharding.Mesh(np.array(jax.local_devices()[:pmap_devices]), (PMAP_AXIS,)),
+                                       PartitionSpec(PMAP_AXIS))
+            stack = lambda tree: jax.device_put(  # noqa: E731
+                jax.tree.map(lambda x: jnp.stack([x] * pmap_devices), tree), per_device)
+            view = lambda tree: jax.device_put(jax.tree.map(lambda x: x[0], tree), jax.devices()[0])  # noqa: E731
+            state = stack(state)
+        else:
+            stack = view = lambda tree: tree  # noqa: E731
+        # Every process read the whole split: each places it on its own devices (jaxae.distributed).
+        train_images, train_labels, test_images, test_labels = distributed.put(
+            (train_split.images, train_split.labels, test_split.images, test_split.labels), replicated)
+        perm = stack(jax.device_put(inputs.epoch_permutation(data_key, start // steps_per_epoch, len(train_split)),
+                                    replicated))
 
-    preprocess = inputs.Preprocessing(spec, config.data.hflip, config.data.input_noise, config.data.noise_level)
-    train_step = make_train_step(model, optimizer, preprocess, axis_name=PMAP_AXIS if pmap_devices else None,
-                                 skip_threshold=config.optimizer.skip_threshold, ema_decay=config.optimizer.ema_decay)
-    runners: dict[int, Callable] = {}
-    train_seconds, train_images_seen, streak = 0.0, 0, 0
-    window: dict[str, list[float]] = {}
-    last: dict[str, float] = {}
-    bar = hooks.progress_bar(total, start, progress and primary)
-    step = start
-    stop = StopRequest()
-    try:
-        for length in chunk_lengths(start, total, (run.eval_every, run.checkpoint_every),
-                                    hardware.steps_per_call(run.steps_per_call, model.convolutional)):
-            compiled_before = length in runners
-            if not compiled_before:
-                runners[length] = make_multi_step(train_step, run.batch_size, len(train_split), length, mesh,
-                                                  pmap_devices)
-            began = time.perf_counter()
-            state, perm, metrics = runners[length](state, perm, train_images, train_labels, data_key, step_key)
-            metrics = distributed.to_host(view(metrics))
-            seconds = time.perf_counter() - began
-            if compiled_before:  # The first call of each length includes compilation.
-                train_seconds += seconds
-                train_images_seen += length * run.batch_size
-            step += length
-            applied = metrics["skipped"] == 0
-            for name, values in metrics.items():
-                if name not in hooks.QUIET_TRAIN_METRICS:
-                    window.setdefault(name, []).extend(values[applied].tolist())
-            ips = train_images_seen / train_seconds if train_seconds else float("nan")
-            if bar is not None:
-                bar.update(length)
-                bar.set_postfix(loss=f"{float(np.mean(metrics['loss'])):.2f}", img_s=f"{ips:,.0f}")
-            metrics_log.train_chunk(metrics, step)
-            streak = nonfinite_streak(streak, metrics["nonfinite"])
-            if streak >= run.max_nonfinite:
-                checkpointer.wait()
-                good = checkpointer.latest_step()
-                raise TrainingError(
-                    f"the loss or gradients were non-finite for {streak} consecutive steps (up to step {step}); "
-                    f"stopped (--max_nonfinite {run.max_nonfinite}); last good checkpoint: "
-                    f"{'none' if good is None else os.path.join(checkpointer.directory, str(good))}; "
-                    "lower --learning_rate or set --grad_clip")
-            if step % run.eval_every == 0 or step == total:
-                params = view(state.eval_params())
-                test = hooks.evaluate(model, params, test_images, test_labels)
-                train = {name: float(np.mean(values)) if values else float("nan") for name, values in window.items()}
-                last = {"step": step, "epoch": step / steps_per_epoch, **{f"train_{k}": v for k, v in train.items()},
-                        "skipped_updates": int(view(state.skipped)), **{f"test_{k}": v for k, v in test.items()},
-                        "train_images_per_sec": ips}
-                window = {}
-                metrics_log.evaluation(last, test, step)
-                fitted = hooks.fit_prior(model, params, train_images, train_labels, config.model.latent_mixture,
-                                         run.seed, workdir)
-                hooks.write_images(model, params, test_images, test_labels, sample_key, workdir, fitted,
-                                   metrics_log, step)
-                message = f"step {step}/{total}: " + hooks.describe(config.data.eval_split, train, test, ips)
-                if primary:
-                    (bar.write if bar is not None else print)(message)
-            if step % run.checkpoint_every == 0 or step == total:
-                checkpointer.save(step, view(state))
-            if stop.requested:
-                raise KeyboardInterrupt
-    except KeyboardInterrupt:  # Ctrl-C, timeout -s INT, SIGTERM (preemption): keep the progress.
-        save_on_interrupt(checkpointer, view(state))
+        preprocess = inputs.Preprocessing(spec, config.data.hflip, config.data.input_noise, config.data.noise_level)
+        train_step = make_train_step(model, optimizer, preprocess, axis_name=PMAP_AXIS if pmap_devices else None,
+                                     skip_threshold=config.optimizer.skip_threshold,
+                                     ema_decay=config.optimizer.ema_decay)
+        runners: dict[int, Callable] = {}
+        train_seconds, train_images_seen, streak, skipped_streak = 0.0, 0, 0, 0
+        window: dict[str, list[float]] = {}
+        last: dict[str, float] = {}
+        bar = hooks.progress_bar(total, start, progress and primary)
+        step = start
+        stop = StopRequest()
+        try:
+            for length in chunk_lengths(start, total, (run.eval_every, run.checkpoint_every),
+                                        hardware.steps_per_call(run.steps_per_call, model.convolutional)):
+                compiled_before = length in runners
+                if not compiled_before:
+                    runners[length] = make_multi_step(train_step, run.batch_size, len(train_split), length, mesh,
+                                                      pmap_devices)
+                began = time.perf_counter()
+                state, perm, metrics = runners[length](state, perm, train_images, train_labels, data_key, step_key)
+                metrics = distributed.to_host(view(metrics))
+                seconds = time.perf_counter() - began
+                if compiled_before:  # The first call of each length includes compilation.
+                    train_seconds += seconds
+                    train_images_seen += length * run.batch_size
+                step += length
+                applied = metrics["skipped"] == 0
+                for name, values in metrics.items():
+                    if name not in hooks.QUIET_TRAIN_METRICS:
+                        window.setdefault(name, []).extend(values[applied].tolist())
+                ips = train_images_seen / train_seconds if train_seconds else float("nan")
+                if bar is not None:
+                    bar.update(length)
+                    bar.set_postfix(loss=f"{float(np.mean(metrics['loss'])):.2f}", img_s=f"{ips:,.0f}")
+                metrics_log.train_chunk(metrics, step)
+                streak = nonfinite_streak(streak, metrics["nonfinite"])
+                skipped_streak = nonfinite_streak(skipped_streak, metrics["skipped"])
+                if streak >= run.max_nonfinite:
+                    raise TrainingError(
+                        f"the loss or gradients were non-finite for {streak} consecutive steps (up to step {step}); "
+                        f"stopped (--max_nonfinite {run.max_nonfinite}); {_last_good(checkpointer)}; "
+                        "lower --learning_rate or set --grad_clip")
+                if run.max_skipped and skipped_streak >= run.max_skipped:
+                    raise TrainingError(
+                        f"{skipped_streak} consecutive updates were skipped (up to step {step}; non-finite, or "
+                        f"gradient norm over --skip_threshold {config.optimizer.skip_threshold}); stopped "
+                        f"(--max_skipped {run.max_skipped}); {_last_good(checkpointer)}; raise --skip_threshold "
+                        "or lower --learning_rate")
+                if step % run.eval_every == 0 or step == total:
+                    params = view(state.eval_params())
+                    test = hooks.evaluate(model, params, test_images, test_labels)
+                    train = {name: float(np.mean(values)) if values else float("nan")
+                             for name, values in window.items()}
+                    last = {"step": step, "epoch": step / steps_per_epoch,
+                            **{f"train_{k}": v for k, v in train.items()},
+                            "skipped_updates": int(view(state.skipped)), **{f"test_{k}": v for k, v in test.items()},
+                            "train_images_per_sec": ips}
+                    window = {}
+                    metrics_log.evaluation(last, test, step)
+                    fitted = hooks.fit_prior(model, params, train_images, train_labels, config.model.latent_mixture,
+                                             run.seed, workdir)
+                    hooks.write_images(model, params, test_images, test_labels, sample_key, workdir, fitted,
+                                       metrics_log, step)
+                    message = f"step {step}/{total}: " + hooks.describe(config.data.eval_split, train, test, ips)
+                    if primary:
+                        (bar.write if bar is not None else print)(message)
+                if step % run.checkpoint_every == 0 or step == total:
+                    checkpointer.save(step, view(state))
+                if stop.requested:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:  # Ctrl-C, timeout -s INT, SIGTERM (preemption): keep the progress.
+            save_on_interrupt(checkpointer, view(state))
+            checkpointer.close()
+            metrics_log.close()
+            raise
+        finally:
+            stop.restore()
+        checkpointer.wait()
         checkpointer.close()
         metrics_log.close()
-        raise
-    finally:
-        stop.restore()
-    checkpointer.wait()
-    checkpointer.close()
-    metrics_log.close()
-    if bar is not None:
-        bar.close()
-    if not last:  # Nothing left to train: evaluate the restored state.
-        test = hooks.evaluate(model, view(state.eval_params()), test_images, test_labels)
-        last = {"step": step, **{f"test_{k}": v for k, v in test.items()}}
-    return last
+        if bar is not None:
+            bar.close()
+        if not last:  # Nothing left to train: evaluate the restored state.
+            test = hooks.evaluate(model, view(state.eval_params()), test_images, test_labels)
+            last = {"step": step, **{f"test_{k}": v for k, v in test.items()}}
+        return last
