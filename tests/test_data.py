@@ -1,13 +1,19 @@
+"""Datasets read whole into memory (jaxae.data): the embedded mnist_5k, TFDS splits and
+slices, the cifar10_binary reader, .npz datasets, and the InputSpec a dataset gets."""
+
 import os
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxae import data
 from jaxae.config import Config, ConfigError
 from jaxae.datasets import cifar10_binary, mnist_5k
+
+
+def _spec(builder, split, **changes):
+    config = Config.create(**changes)
+    return data.input_spec(config.data, config.model, builder, split)
 
 
 def test_mnist_5k_is_real_digits_with_a_fixed_balanced_split(mnist5k):
@@ -31,49 +37,21 @@ def test_mnist_5k_is_real_digits_with_a_fixed_balanced_split(mnist5k):
 
 def test_input_spec_modes(mnist5k):
     builder, train, _ = mnist5k
-    assert data.input_spec(Config(), builder, train).mode == "dynamic"
-    assert data.input_spec(Config(binarize="none"), builder, train).mode == "grey"
-    spec = data.input_spec(Config(binarize="none", likelihood="gaussian"), builder, train)
+    assert _spec(builder, train) == data.InputSpec((28, 28, 1), 10, "dynamic")
+    assert _spec(builder, train, binarize="none").mode == "grey"
+    spec = _spec(builder, train, binarize="none", likelihood="gaussian")
     assert spec.mode == "dequantize" and spec.image_shape == (28, 28, 1) and spec.num_classes == 10
-
-
-def test_to_model_input():
-    images = jnp.array([[0, 255], [128, 64]], jnp.uint8).reshape(1, 2, 2, 1).repeat(3, axis=0)
-    keys = jax.random.split(jax.random.key(0), 3)
-    spec = lambda mode: data.InputSpec((2, 2, 1), 0, mode)  # noqa: E731
-    np.testing.assert_allclose(data.to_model_input(images, keys, spec("grey")), images / 255.0)
-    binary = data.to_model_input(images, keys, spec("dynamic"))
-    assert set(np.unique(binary).tolist()) <= {0.0, 1.0}
-    assert np.all(binary[:, 0, 0] == 0) and np.all(binary[:, 0, 1] == 1)
-    deq = data.to_model_input(images, keys, spec("dequantize"))
-    assert np.all(deq >= images / 256.0) and np.all(deq < (images.astype(np.float32) + 1) / 256.0)
-
-
-def test_dynamic_binarization_has_the_right_mean():
-    images = jnp.full((2000, 28, 28, 1), 64, jnp.uint8)
-    keys = jax.random.split(jax.random.key(0), 2000)
-    x = data.to_model_input(images, keys, data.InputSpec((28, 28, 1), 0, "dynamic"))
-    np.testing.assert_allclose(float(x.mean()), 64 / 255, atol=2e-3)
-
-
-def test_epoch_permutations_are_permutations_that_change_each_epoch():
-    key = jax.random.key(3)
-    p0, p1 = data.epoch_permutation(key, 0, 100), data.epoch_permutation(key, 1, 100)
-    assert sorted(np.asarray(p0).tolist()) == list(range(100))
-    assert not np.array_equal(p0, p1)
-    np.testing.assert_array_equal(p0, data.epoch_permutation(key, 0, 100))
-
-
-def test_example_keys_depend_on_global_index_only():
-    rng = jax.random.key(0)
-    whole = jax.random.key_data(data.example_keys(rng, 8))
-    second_half = jax.random.key_data(data.example_keys(rng, 4, offset=4))
-    np.testing.assert_array_equal(whole[4:], second_half)
+    assert spec.num_dims == 784
+    # Already-binary data is used as is, and 8-bit likelihoods are refused for it.
+    binary = data.Split(images=(train.images[:10] > 127).astype(np.uint8), labels=train.labels[:10])
+    assert _spec(builder, binary).mode == "binary"
+    with pytest.raises(ConfigError, match="^--dataset 'mnist_5k' is binary; --likelihood gaussian needs 8-bit"):
+        _spec(builder, binary, binarize="none", likelihood="gaussian")
 
 
 def test_unknown_dataset_and_split_are_clear_errors(tfds_dir, mnist5k):
     with pytest.raises(ConfigError, match="'no_such_set' is not a TFDS dataset"):
-        data.prepared_builder(Config(dataset="no_such_set", data_dir=tfds_dir))
+        data.prepared_builder(Config.create(dataset="no_such_set", data_dir=tfds_dir).data)
     with pytest.raises(ConfigError, match="split 'validation' is not in 'mnist_5k'"):
         data.load_split(mnist5k[0], "validation")
 
@@ -117,21 +95,22 @@ def _pairs(split: data.Split) -> list:
 
 def test_cifar10_binary_reads_the_official_layout_exactly(tmp_path):
     written = _write_cifar(tmp_path / "src", per_file=2, test_name="test_batch.bin", test_count=3)
-    config = Config(dataset="cifar10_binary", data_dir=str(tmp_path / "tfds"), manual_dir=str(tmp_path / "src"),
-                    likelihood="logistic_mixture", binarize="none")
-    builder = data.prepared_builder(config)
+    config = Config.create(dataset="cifar10_binary", data_dir=str(tmp_path / "tfds"), manual_dir=str(tmp_path / "src"),
+                           likelihood="logistic_mixture", binarize="none")
+    builder = data.prepared_builder(config.data)
     train, test = data.load_split(builder, "train"), data.load_split(builder, "test")
     assert train.images.shape == (10, 32, 32, 3) and test.images.shape == (3, 32, 32, 3)
     assert _pairs(train) == sorted((label, image.tobytes()) for label, image in written["train"])
     assert _pairs(test) == sorted((label, image.tobytes()) for label, image in written["test"])
     assert builder.info.features["label"].names == list(cifar10_binary.CLASS_NAMES)
-    spec = data.input_spec(config, builder, train)
+    spec = data.input_spec(config.data, config.model, builder, train)
     assert spec == data.InputSpec(image_shape=(32, 32, 3), num_classes=10, mode="grey")
 
 
 def test_cifar10_binary_takes_the_partial_test_file_and_says_so(tmp_path, caplog):
     _write_cifar(tmp_path / "src", per_file=1, test_name="test_batch_first1000.bin", test_count=4)
-    config = Config(dataset="cifar10_binary", data_dir=str(tmp_path / "tfds"), manual_dir=str(tmp_path / "src"))
+    config = Config.create(dataset="cifar10_binary", data_dir=str(tmp_path / "tfds"),
+                           manual_dir=str(tmp_path / "src")).data
     with caplog.at_level("WARNING", logger="jaxae.datasets.cifar10_binary"):
         builder = data.prepared_builder(config)
     assert len(data.load_split(builder, "test")) == 4
@@ -141,12 +120,12 @@ def test_cifar10_binary_takes_the_partial_test_file_and_says_so(tmp_path, caplog
 def test_cifar10_binary_without_its_files_is_a_one_line_error(tmp_path):
     (tmp_path / "src" / cifar10_binary.SUBFOLDER).mkdir(parents=True)
     (tmp_path / "src" / cifar10_binary.SUBFOLDER / "data_batch_1.bin").write_bytes(_cifar_record(3, 0)[0])
-    config = Config(dataset="cifar10_binary", data_dir=str(tmp_path / "tfds"))
+    config = Config.create(dataset="cifar10_binary", data_dir=str(tmp_path / "tfds"))
     for manual_dir, message in [(None, "--dataset cifar10_binary needs --manual_dir with cifar-10-batches-bin/"),
                                 (str(tmp_path / "src"), f"--manual_dir '{tmp_path / 'src'}' lacks data_batch_2.bin, "
                                  "data_batch_3.bin, data_batch_4.bin, data_batch_5.bin, test_batch.bin; it must hold")]:
         with pytest.raises(ConfigError) as error:
-            data.prepared_builder(config.replace(manual_dir=manual_dir))
+            data.prepared_builder(config.replace(manual_dir=manual_dir).data)
         assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
@@ -178,7 +157,7 @@ def test_npz_dataset_round_trip_and_errors(tmp_path):
     test = data.Split(images=rng.integers(0, 256, (3, 4, 4, 3), dtype=np.uint8), labels=None)
     path = str(tmp_path / "d.npz")
     data.save_npz(path, {"train": train, "test": test}, num_classes=5)
-    source = data.prepared_builder(Config(dataset=path))
+    source = data.prepared_builder(Config.create(dataset=path).data)
     assert source.splits == ("test", "train") and source.image_shape == (4, 4, 3) and source.num_classes == 5
     loaded = data.load_split(source, "train")
     np.testing.assert_array_equal(loaded.images, train.images)
@@ -186,23 +165,71 @@ def test_npz_dataset_round_trip_and_errors(tmp_path):
     np.testing.assert_array_equal(data.load_split(source, "train[7:]").images, train.images[7:])
     np.testing.assert_array_equal(data.load_split(source, "train[:-8]").labels, train.labels[:2])
     assert data.load_split(source, "test").labels is None
-    spec = data.input_spec(Config(dataset=path, binarize="none"), source, loaded)
-    assert spec == data.InputSpec((4, 4, 3), 5, "grey")
+    assert _spec(source, loaded, dataset=path, binarize="none") == data.InputSpec((4, 4, 3), 5, "grey")
     for bad, message in (("valid", "not in"), ("train[a:]", "name\\[start:stop\\]"), ("train[10:]", "empty")):
         with pytest.raises(ConfigError, match=message):
             data.load_split(source, bad)
     with pytest.raises(ConfigError, match="is not a file"):
-        data.prepared_builder(Config(dataset=str(tmp_path / "missing.npz")))
+        data.prepared_builder(Config.create(dataset=str(tmp_path / "missing.npz")).data)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(REAL_CIFAR), reason="the real CIFAR-10 files are only on the project's machines")
 def test_cifar10_binary_prepares_the_real_release(tmp_path):
     """~30 s on 2 cores: all 50,000 training images, balanced, and the test images with their official labels."""
-    builder = data.prepared_builder(Config(dataset="cifar10_binary", data_dir=str(tmp_path), manual_dir=REAL_CIFAR))
+    builder = data.prepared_builder(Config.create(dataset="cifar10_binary", data_dir=str(tmp_path),
+                                                  manual_dir=REAL_CIFAR).data)
     train, test = data.load_split(builder, "train"), data.load_split(builder, "test")
     assert train.images.shape == (50000, 32, 32, 3) and np.bincount(train.labels).tolist() == [5000] * 10
     with open(os.path.join(REAL_CIFAR, "test_labels_all10000.txt")) as f:
         official = np.array([int(line) for line in f if line.strip()])
     assert len(test) in (1000, 10000)
     np.testing.assert_array_equal(np.bincount(test.labels, minlength=10), np.bincount(official[:len(test)]))
+
+
+def test_malformed_npz_datasets_are_one_line_errors(tmp_path):
+    images = np.zeros((3, 4, 4, 1), np.uint8)
+    cases = {
+        "not_npz.npz": None,
+        "no_images.npz": {"train_pixels": images},
+        "float_images.npz": {"train_images": images.astype(np.float32)},
+        "flat_images.npz": {"train_images": np.zeros((3, 16), np.uint8)},
+        "two_shapes.npz": {"train_images": images, "test_images": np.zeros((2, 5, 5, 1), np.uint8)},
+        "float_labels.npz": {"train_images": images, "train_labels": np.zeros(3, np.float32)},
+        "short_labels.npz": {"train_images": images, "train_labels": np.zeros(2, np.int32)},
+        "bad_classes.npz": {"train_images": images, "num_classes": np.array([5, 5])},
+        "pickled.npz": {"train_images": images, "extra": np.array([{"a": 1}], dtype=object)},
+    }
+    messages = {
+        "not_npz.npz": "is not a readable .npz of plain arrays (not an .npz archive)",
+        "no_images.npz": "holds no <split>_images array (it has ['train_pixels'])",
+        "float_images.npz": "every <split>_images must be uint8 (N, H, W, C) of one shape",
+        "flat_images.npz": "every <split>_images must be uint8 (N, H, W, C) of one shape",
+        "two_shapes.npz": "every <split>_images must be uint8 (N, H, W, C) of one shape",
+        "float_labels.npz": "train_labels must be integers, one per image; got float32 (3,)",
+        "short_labels.npz": "train_labels must be integers, one per image; got int32 (2,)",
+        "bad_classes.npz": "num_classes must be a non-negative integer scalar",
+        "pickled.npz": "is not a readable .npz of plain arrays",
+    }
+    for name, arrays in cases.items():
+        path = tmp_path / name
+        if arrays is None:
+            path.write_bytes(b"not a zip file")
+        else:
+            np.savez(path, **arrays)
+        with pytest.raises(ConfigError) as error:
+            data.prepared_builder(Config.create(dataset=str(path)).data)
+        text = str(error.value)
+        assert text.startswith(f"--dataset '{path}'") and messages[name] in text and "\n" not in text, (name, text)
+
+
+def test_save_npz_writes_atomically_and_compressed(tmp_path):
+    split = data.Split(images=np.zeros((100, 8, 8, 1), np.uint8), labels=None)
+    assert len(split) == 100
+    path = tmp_path / "zeros.npz"
+    data.save_npz(str(path), {"train": split}, num_classes=0)
+    assert sorted(os.listdir(tmp_path)) == ["zeros.npz"]  # No temporary file left behind.
+    assert path.stat().st_size < split.images.nbytes / 10  # Compressed.
+    source = data.ArraySource.open(str(path))
+    assert source == data.ArraySource(path=str(path), splits=("train",), image_shape=(8, 8, 1), num_classes=0)
+    assert source.name == "zeros.npz" and data.load_split(source, "train").labels is None

@@ -53,30 +53,9 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
         """From the nested JSON form, or the flat form (flag names) older versions wrote; validated."""
-        if not isinstance(d, dict):
-            raise ConfigError(f"a config must be a JSON object, got {type(d).__name__}")
-        if set(d) & set(SECTIONS) and set(d) <= set(SECTIONS):
-            flat = {}
-            for section, values in d.items():
-                if not isinstance(values, dict):
-                    raise ConfigError(f"config section {section!r} must be an object, got {values!r}")
-                known = {f.name for f in dataclasses.fields(SECTIONS[section])}
-                unknown = sorted(set(values) - known)
-                if unknown:
-                    raise ConfigError(f"unknown field(s) {unknown} in config section {section!r}; "
-                                      f"known: {sorted(known)}")
-                flat.update({_flag_of(section, k): v for k, v in values.items()})
-        else:
-            flat = dict(d)
-        unknown = sorted(set(flat) - set(FLAGS))
-        if unknown:
-            raise ConfigError(f"unknown config field(s) {unknown}; known: {sorted(FLAGS)}")
-        for name, value in flat.items():
-            if FIELD_TYPES[name] == "tuple[int, ...]" and isinstance(value, list):
-                flat[name] = tuple(value)
         from jaxae.config.validation import validate
 
-        return validate(cls.create(**flat))
+        return validate(cls.create(**flat_fields(d)))
 
     @classmethod
     def load(cls, path: str) -> "Config":
@@ -89,6 +68,34 @@ class Config:
     def save(self, path: str) -> None:
         """Writes atomically: a crash never leaves a half-written config.json."""
         io.write_text(path, self.to_json() + "\n")
+
+
+def flat_fields(d: Any) -> dict[str, Any]:
+    """{flag: value} of a config dict in the nested JSON form or the flat form (flag names);
+    unknown fields are refused, JSON lists become tuples. Not validated."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"a config must be a JSON object, got {type(d).__name__}")
+    # Nested: only section names as keys. (A flat dict may hold just "model", the family's flag.)
+    if set(d) <= set(SECTIONS) and not (set(d) == {"model"} and not isinstance(d["model"], dict)):
+        flat = {}
+        for section, values in d.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"config section {section!r} must be an object, got {values!r}")
+            known = {f.name for f in dataclasses.fields(SECTIONS[section])}
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise ConfigError(f"unknown field(s) {unknown} in config section {section!r}; "
+                                  f"known: {sorted(known)}")
+            flat.update({_flag_of(section, k): v for k, v in values.items()})
+    else:
+        flat = dict(d)
+    unknown = sorted(set(flat) - set(FLAGS))
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {unknown}; known: {sorted(FLAGS)}")
+    for name, value in flat.items():
+        if FIELD_TYPES[name] == "tuple[int, ...]" and isinstance(value, list):
+            flat[name] = tuple(value)
+    return flat
 
 
 def _flag_of(section: str, field: str) -> str:
@@ -146,6 +153,6 @@ def load_preset(path: str) -> dict[str, Any]:
         return value.flat()
     if not isinstance(value, dict):
         raise ConfigError(f"--config {path!r} must give a Config or a dict, got {type(value).__name__}")
-    return Config.from_dict(value).flat() if value else {}
+    return flat_fields(value)
 
 
