@@ -16,8 +16,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # This checkout's jaxae.
-from jaxae import cli, pretrained, workdir  # noqa: E402
+from jaxae import cli, data, evaluation, inputs, pretrained, workdir  # noqa: E402
 from jaxae.errors import ConfigError  # noqa: E402
+
+SPOT_IMAGES, SPOT_SAMPLES = 20, 100
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,12 +44,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.metric not in result:
         raise ConfigError(f"--metric {args.metric!r} is not in {path!r}: {sorted(result)}")
     config = workdir.load_config(args.workdir)
-    _, _, step = workdir.load_model(args.workdir)
+    model, params, step = workdir.load_model(args.workdir)
+    split = data.load_split(data.prepared_builder(config.data), args.split)
+    spot = {"num_images": SPOT_IMAGES, "iwae_samples": SPOT_SAMPLES}
+    if model.bound:
+        got = evaluation.evaluate_full(model, params, split.images[:SPOT_IMAGES], inputs.eval_key(),
+                                       iwae_samples=SPOT_SAMPLES, batch_size=SPOT_IMAGES, chunk=SPOT_SAMPLES)
+        spot.update(nelbo=got["nelbo"], nll_iwae=got["nll_iwae"])
     card = pretrained.Card(
         name=args.name, dataset=config.data.dataset, protocol=args.protocol, metric=args.metric,
         value=float(result[args.metric]), split=args.split, iwae_samples=int(result.get("iwae_samples", 0)),
         paper=args.paper, paper_value=args.paper_value, command=args.command, hardware=args.hardware,
-        wall_time=args.wall_time, images_seen=int(step) * config.run.batch_size)
+        wall_time=args.wall_time, images_seen=int(step) * config.run.batch_size, spot_check=spot)
     folder = pretrained.export(args.workdir, card)
     print(f"wrote {folder}: {card.line()}")
 

@@ -41,7 +41,9 @@ class Card:
 
     metric: the evaluate.py result key of the reported number (e.g. ``nll_iwae``);
     value: that number on ``split`` with ``iwae_samples`` importance samples, measured by
-    evaluate.py on the shipped parameters; protocol: binarization, training split and
+    evaluate.py on the shipped parameters; spot_check: ``num_images``, ``iwae_samples``
+    and the ``nelbo`` / ``nll_iwae`` evaluate.py gives on the first images of ``split``,
+    which a test re-computes in seconds; protocol: binarization, training split and
     bound, in words; paper / paper_value: the published number it stands next to.
     """
 
@@ -58,6 +60,7 @@ class Card:
     hardware: str = ""
     wall_time: str = ""
     images_seen: int = 0
+    spot_check: dict | None = None  # evaluate.py's numbers on the split's first images (quick re-check).
 
     def line(self) -> str:
         """The tab-separated line ``evaluate.py --list_pretrained`` prints."""
@@ -100,11 +103,7 @@ def load_params(file: str, model) -> Any:
     """Reads params.npz into the structure ``model.init`` gives, checking every name, shape and dtype."""
     template = jax.eval_shape(model.init, jax.random.key(0))
     paths, treedef = jax.tree_util.tree_flatten_with_path(template)
-    try:
-        with np.load(file, allow_pickle=False) as f:
-            stored = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot read parameters {file!r}: {e}") from None
+    stored = io.read_npz(file, "parameters")
     wanted = {jax.tree_util.keystr(p): leaf for p, leaf in paths}
     if set(stored) != set(wanted):
         raise ConfigError(f"parameters {file!r} do not fit the model: missing {sorted(set(wanted) - set(stored))}, "
