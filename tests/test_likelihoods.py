@@ -102,11 +102,12 @@ def test_logistic_mixture_one_component_by_hand():
     upper = np.where(levels == 255, 1.0, _logistic_cdf((v + 1 / 255 - mu) / s))
     lower = np.where(levels == 0, 0.0, _logistic_cdf((v - 1 / 255 - mu) / s))
     expected = np.log(upper - lower)
-    got = DiscretizedLogisticMixture(1).log_prob(out, jnp.asarray(levels / 255, jnp.float32).reshape(6, 1, 1, 1))
+    log_prob = jax.jit(DiscretizedLogisticMixture(1).log_prob)
+    got = log_prob(out, jnp.asarray(levels / 255, jnp.float32).reshape(6, 1, 1, 1))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     # Over an image the pixels add up; x is recovered robustly from slightly perturbed k / 255.
     image = jnp.asarray(levels / 255 + 1e-4, jnp.float32).reshape(1, 2, 3, 1)
-    np.testing.assert_allclose(DiscretizedLogisticMixture(1).log_prob(jnp.tile(out, (1, 2, 3, 1)), image),
+    np.testing.assert_allclose(log_prob(jnp.tile(out, (1, 2, 3, 1)), image),
                                [expected.sum()], rtol=1e-5)
 
 
@@ -120,17 +121,18 @@ def test_logistic_mixture_grey_levels_sum_to_one():
 
 def test_logistic_mixture_edge_levels_take_the_tails():
     lik = DiscretizedLogisticMixture(1)
+    log_prob = jax.jit(lik.log_prob)
     x = jnp.array([0.0, 1.0]).reshape(2, 1, 1, 1)
     far_below, far_above = jnp.array([0.0, -3.0, -3.0]), jnp.array([0.0, 3.0, -3.0])
     far = -(4 - 1 / 255) * math.exp(3.0)  # log P of the opposite edge: log sigmoid(-(4 - 1/255) / s) ~ -80.
-    np.testing.assert_allclose(lik.log_prob(far_below.reshape(1, 1, 1, 3), x), [0.0, far], atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(lik.log_prob(far_above.reshape(1, 1, 1, 3), x), [far, 0.0], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(log_prob(far_below.reshape(1, 1, 1, 3), x), [0.0, far], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(log_prob(far_above.reshape(1, 1, 1, 3), x), [far, 0.0], atol=1e-5, rtol=1e-5)
     # Mirror symmetry: P(0 | mu) = P(255 | -mu).
     out = jnp.array([0.0, 0.3, -1.0])
-    np.testing.assert_allclose(lik.log_prob(out.reshape(1, 1, 1, 3), x[:1]),
-                               lik.log_prob((out * jnp.array([1, -1, 1])).reshape(1, 1, 1, 3), x[1:]), rtol=1e-6)
+    np.testing.assert_allclose(log_prob(out.reshape(1, 1, 1, 3), x[:1]),
+                               log_prob((out * jnp.array([1, -1, 1])).reshape(1, 1, 1, 3), x[1:]), rtol=1e-6)
     p0 = _logistic_cdf((-1 + 1 / 255 - 0.3) / math.exp(-1.0))
-    np.testing.assert_allclose(lik.log_prob(out.reshape(1, 1, 1, 3), x[:1]), [math.log(p0)], rtol=1e-5)
+    np.testing.assert_allclose(log_prob(out.reshape(1, 1, 1, 3), x[:1]), [math.log(p0)], rtol=1e-5)
 
 
 def test_logistic_mixture_rgb_joint_sums_to_one_and_samples_match_it():
@@ -145,7 +147,7 @@ def test_logistic_mixture_rgb_joint_sums_to_one_and_samples_match_it():
     assert abs(cov) > 10.0
     # Samples: 8-bit valued, and their histogram over 8x8x8 cells of 32 levels matches the joint.
     n = 200_000
-    draws = np.asarray(lik.sample(jnp.broadcast_to(out, (n, 1, 1, out.size)), jax.random.key(0)))
+    draws = np.asarray(jax.jit(lik.sample)(jnp.broadcast_to(out, (n, 1, 1, out.size)), jax.random.key(0)))
     draws = draws.reshape(n, 3) * 255
     np.testing.assert_allclose(draws, np.round(draws), atol=1e-4)
     cells = np.round(draws).astype(np.int64) // 32
@@ -162,7 +164,7 @@ def test_logistic_mixture_grey_samples_match_and_mean_is_the_expectation():
     out = _dmol_out(np.random.default_rng(2), 3, 1, log_scale=(-3.0, -1.0))
     probs = _all_levels(lik, out, 1)
     n = 100_000
-    draws = np.asarray(lik.sample(jnp.broadcast_to(out, (n, 1, 1, out.size)), jax.random.key(3)) * 255).ravel()
+    draws = np.asarray(jax.jit(lik.sample)(jnp.broadcast_to(out, (n, 1, 1, out.size)), jax.random.key(3)) * 255).ravel()
     np.testing.assert_allclose(draws, np.round(draws), atol=1e-4)
     counts = np.bincount(np.round(draws).astype(np.int64), minlength=256)
     expected = n * probs
@@ -170,10 +172,10 @@ def test_logistic_mixture_grey_samples_match_and_mean_is_the_expectation():
     chi2 = np.sum((counts[keep] - expected[keep]) ** 2 / expected[keep])
     assert chi2 / keep.sum() < 1.5, (chi2, keep.sum())
     # The mean image is the distribution's expectation (within half a level) and lies in [0, 1].
-    mean = float(lik.mean(jnp.asarray(out).reshape(1, 1, 1, -1)).squeeze())
+    mean = float(jax.jit(lik.mean)(jnp.asarray(out).reshape(1, 1, 1, -1)).squeeze())
     assert abs(mean - probs @ (np.arange(256) / 255)) < 0.5 / 255
     extreme = jnp.asarray(np.random.default_rng(4).normal(size=(64, 2, 2, 100)) * 50, jnp.float32)
-    rgb_mean = DiscretizedLogisticMixture(10).mean(extreme)
+    rgb_mean = jax.jit(DiscretizedLogisticMixture(10).mean)(extreme)
     assert rgb_mean.shape == (64, 2, 2, 3) and float(rgb_mean.min()) >= 0 and float(rgb_mean.max()) <= 1
 
 
@@ -182,7 +184,7 @@ def test_logistic_mixture_is_finite_with_gradients_at_extreme_parameters():
     rng = np.random.default_rng(5)
     out = jnp.asarray(rng.choice([-1e4, -30.0, 0.0, 30.0, 1e4], size=(4, 4, 4, 100)), jnp.float32)
     x = jnp.asarray(rng.choice([0, 1, 127, 254, 255], size=(4, 4, 4, 3)) / 255, jnp.float32)
-    value, grad = jax.value_and_grad(lambda o: jnp.sum(lik.log_prob(o, x)))(out)
+    value, grad = jax.jit(jax.value_and_grad(lambda o: jnp.sum(lik.log_prob(o, x))))(out)
     assert np.isfinite(float(value)) and np.all(np.isfinite(grad))
 
 
@@ -190,6 +192,46 @@ def test_logistic_mixture_broadcasts_over_importance_samples():
     lik = DiscretizedLogisticMixture(2)
     out = jnp.asarray(np.random.default_rng(6).normal(size=(2, 3, 4, 4, 20)), jnp.float32)   # (B, S, H, W, K)
     x = jnp.asarray(np.random.default_rng(7).integers(0, 256, size=(2, 4, 4, 3)) / 255, jnp.float32)
-    scores = lik.log_prob(out, x[:, None])
+    log_prob = jax.jit(lik.log_prob)
+    scores = log_prob(out, x[:, None])
     assert scores.shape == (2, 3)
-    np.testing.assert_allclose(scores[1, 2], lik.log_prob(out[1, 2], x[1]), rtol=1e-6)
+    np.testing.assert_allclose(scores[1, 2], log_prob(out[1, 2], x[1]), rtol=1e-6)
+
+
+def _np_log_bin(k: int, mu: float, log_s: float) -> float:
+    """log P(level k | mu, s) of the discretized logistic on [-1, 1], tails at 0 and 255."""
+    s = math.exp(log_s)
+    v = 2 * k / 255 - 1
+    cdf = lambda t: 1 / (1 + math.exp(-t))  # noqa: E731
+    upper = 1.0 if k == 255 else cdf((v + 1 / 255 - mu) / s)
+    lower = 0.0 if k == 0 else cdf((v - 1 / 255 - mu) / s)
+    return math.log(upper - lower)
+
+
+def test_logistic_one_component_rgb_coupling_by_hand():
+    """M = 1, so only the coupling correlates the channels: the green mean is shifted by
+    alpha * v_r, the blue by beta * v_r + gamma * v_g (v = the observed levels on [-1, 1]),
+    alpha, beta, gamma = tanh of the raw coefficients, in rows (g;r), (b;r), (b;g)."""
+    means, log_scales, raw = (0.3, -0.4, 0.1), (-2.0, -1.5, -2.5), (0.8, -0.6, 1.2)
+    alpha, beta, gamma = (math.tanh(c) for c in raw)
+    out = np.array([0.7, *means, *log_scales, *raw], np.float32)        # logit | means | log-scales | coeffs
+    pixels = [(200, 100, 255), (0, 255, 90), (150, 40, 60), (255, 0, 0)]
+    expected = []
+    for r, g, b in pixels:
+        vr, vg = 2 * r / 255 - 1, 2 * g / 255 - 1
+        expected.append(_np_log_bin(r, means[0], log_scales[0])
+                        + _np_log_bin(g, means[1] + alpha * vr, log_scales[1])
+                        + _np_log_bin(b, means[2] + beta * vr + gamma * vg, log_scales[2]))
+    x = jnp.asarray(np.array(pixels, np.float32).reshape(4, 1, 1, 3) / 255)
+    lik = DiscretizedLogisticMixture(1)
+    assert lik.output_channels(3) == out.size == 10
+    log_prob = jax.jit(lik.log_prob)
+    got = log_prob(jnp.broadcast_to(out, (4, 1, 1, 10)), x)
+    assert all(-50 < e < -1 for e in expected), expected     # No pixel is certain.
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # Without the coupling (raw coefficients 0) the channels are independent: a different number.
+    uncoupled = log_prob(jnp.broadcast_to(out * np.array([1] * 7 + [0] * 3, np.float32), (4, 1, 1, 10)), x)
+    assert np.all(np.abs(np.asarray(uncoupled) - np.asarray(got)) > 0.5)
+    # The same pixels as one 2x2 image: the log-probability adds up over pixels.
+    np.testing.assert_allclose(log_prob(jnp.broadcast_to(out, (1, 2, 2, 10)), x.reshape(1, 2, 2, 3)),
+                               [sum(expected)], rtol=1e-5)

@@ -1,3 +1,8 @@
+"""The VAE family (jaxae.families.vae: vae, beta_vae, cvae): its loss and evaluation terms by
+hand, at parameters away from the initialisation, with the batch a model sees in training
+(jaxae.inputs.Preprocessing: augmentation and denoising corruption)."""
+
+import functools
 import math
 
 import jax
@@ -5,120 +10,254 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxae.config import Config, ConfigError
+from jaxae import distributions as dist
+from jaxae import inputs
+from jaxae.config import Config
 from jaxae.data import InputSpec
-from jaxae.models import make_model
+from jaxae.errors import ConfigError
+from jaxae.families import make_model
+from jaxae.families.vae import VAE, ConditionalVAE
+from jaxae.nets import OneLayerNet
 
-BINARY_28 = InputSpec(image_shape=(28, 28, 1), num_classes=10, mode="binary")
-
-
-@pytest.mark.parametrize("arch,shape,likelihood", [
-    ("mlp", (28, 28, 1), "bernoulli"),
-    ("conv", (28, 28, 1), "bernoulli"),
-    ("conv", (32, 32, 3), "gaussian"),
-    ("resnet", (28, 28, 1), "bernoulli"),
-    ("resnet", (32, 32, 3), "gaussian"),
-    ("conv", (32, 32, 3), "logistic_mixture"),
-    ("mlp_flax", (28, 28, 1), "bernoulli"),
-])
-def test_shapes(arch, shape, likelihood):
-    config = Config(arch=arch, likelihood=likelihood, latent_dim=7,
-                    binarize="dynamic" if likelihood == "bernoulli" else "none")
-    mode = {"bernoulli": "binary", "gaussian": "dequantize", "logistic_mixture": "grey"}[likelihood]
-    spec = InputSpec(image_shape=shape, num_classes=10, mode=mode)
-    model = make_model(config, spec)
-    params = model.init(jax.random.key(0))
-    images = jnp.zeros((5, *shape), jnp.uint8)
-    keys = jax.random.split(jax.random.key(1), 5)
-    terms = model.per_example(params, {"image": images}, keys)
-    assert {k: v.shape for k, v in terms.items()} == {"nelbo": (5,), "recon": (5,), "kl": (5,)}
-    mean, logvar = model.encode(params, images)
-    assert mean.shape == logvar.shape == (5, 7)
-    decoded = model.decode_mean(params, jnp.zeros((3, 7)))
-    assert decoded.shape == (3, *shape) and decoded.dtype == jnp.float32
-    assert float(decoded.min()) >= 0.0 and float(decoded.max()) <= 1.0
+SHAPE = (6, 6, 1)
+BINARY = InputSpec(image_shape=SHAPE, num_classes=10, mode="binary")
+TINY = dict(hidden_dims=(16,), latent_dim=3)
 
 
-def test_negative_elbo_by_hand():
+def random_params(model, seed: int, scale: float = 1.0):
+    """Parameters of ``model`` drawn afresh from a seeded normal (shapes from model.init, traced
+    only: fast): kernels with std scale / sqrt(fan_in), biases with std scale. Not the
+    initialisation: the biases (the posterior's log-variance among them) are non-zero."""
+    shapes = jax.eval_shape(model.init, jax.random.key(0))
+    flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+    rng = np.random.default_rng(seed)
+    leaves = []
+    for path, leaf in flat:
+        std = scale / math.sqrt(math.prod(leaf.shape[:-1])) if path[-1].key == "kernel" else scale
+        leaves.append(jnp.asarray(std * rng.standard_normal(leaf.shape), jnp.float32))
+    return treedef.unflatten(leaves)
+
+
+def binary_images(n: int, seed: int = 1) -> jax.Array:
+    return jnp.asarray(np.random.default_rng(seed).random((n, *SHAPE)) < 0.3, jnp.uint8)
+
+
+def example_keys(n: int, seed: int) -> jax.Array:
+    return inputs.example_keys(jax.random.key(seed), n)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def prepare(preprocessing, batch, keys, train=False):
+    """The model batch a train step (train=True) or evaluation makes of a uint8 batch."""
+    return preprocessing(batch, keys, train)
+
+
+def noise(keys, dim):
+    """The family's posterior noise: N(0, I) from each example key's fold inputs.MODEL_FOLD."""
+    return jax.vmap(lambda k: jax.random.normal(k, (dim,)))(inputs.fold(keys, inputs.MODEL_FOLD))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def by_hand(model, params, batch, keys):
+    """-log p(x|z) (B,) and KL per unit (B, D) from the encoder and decoder: q(z|x_in) =
+    N(mean, e^logvar), z = mean + e^(logvar/2) eps, the likelihood scoring batch["x"]."""
+    cond = model.condition(batch.get("label"))
+    mean, logvar = model.encode(params, batch["x_in"], batch.get("label"))
+    z = mean + jnp.exp(0.5 * logvar) * noise(keys, model.noise_dim)
+    logits = model.net.apply({"params": params}, z, cond, method=OneLayerNet.decode)
+    return -model.likelihood.log_prob(logits, batch["x"]), dist.gaussian_kl(mean, logvar)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def eval_terms(model, params, batch, keys):
+    return model.eval_terms(params, batch, keys)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def losses(cases, params, batch, keys):
+    """model.loss(params, batch, keys, step) for each (model, step) of ``cases``: one program."""
+    return [model.loss(params, batch, keys, step) for model, step in cases]
+
+
+def f64(tree):
+    return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
+
+
+def test_negative_elbo_by_hand_at_zero_weights():
     """Zero weights: q(z|x) = N(m, e^v) from the encoder's output bias, logits 0 everywhere."""
-    model = make_model(Config(latent_dim=2, hidden_dims=(8,)), BINARY_28)
-    params = jax.tree.map(jnp.zeros_like, model.init(jax.random.key(0)))
-    m, v = np.array([0.3, -1.0]), np.array([0.5, -0.2])
+    model = make_model(Config.create(**TINY), BINARY)
+    params = jax.tree.map(jnp.zeros_like, random_params(model, seed=0))
+    m, v = np.array([0.3, -1.0, 0.8]), np.array([0.5, -0.2, -1.5])
     last = params["encoder"]["Dense_1"]
     params["encoder"]["Dense_1"] = dict(last, bias=jnp.asarray(np.concatenate([m, v]), jnp.float32))
-    images = jnp.ones((3, 28, 28, 1), jnp.uint8)
-    terms = model.per_example(params, {"image": images}, jax.random.split(jax.random.key(2), 3))
-    recon = 784 * math.log(2.0)  # Every pixel has probability 1/2 whatever z is.
-    kl = 0.5 * float(np.sum(np.exp(v) + m * m - 1.0 - v))
+    keys = example_keys(8, 2)
+    batch = prepare(inputs.Preprocessing(BINARY), {"image": binary_images(8)}, keys)
+    terms = f64(eval_terms(model, params, batch, keys))
+    recon = 36 * math.log(2.0)  # Every pixel has probability 1/2 whatever z is.
+    kl_per_unit = 0.5 * (np.exp(v) + m * m - 1.0 - v)
     np.testing.assert_allclose(terms["recon"], recon, rtol=1e-6)
-    np.testing.assert_allclose(terms["kl"], kl, rtol=1e-6)
-    np.testing.assert_allclose(terms["nelbo"], recon + kl, rtol=1e-6)
-    loss, metrics = model.loss(params, {"image": images}, jax.random.split(jax.random.key(2), 3))
-    np.testing.assert_allclose(loss, recon + kl, rtol=1e-6)
+    np.testing.assert_allclose(terms["kl_per_unit"], np.tile(kl_per_unit, (8, 1)), rtol=1e-6)
+    np.testing.assert_allclose(terms["kl"], kl_per_unit.sum(), rtol=1e-6)
+    np.testing.assert_allclose(terms["nelbo"], recon + kl_per_unit.sum(), rtol=1e-6)
+    [(loss, metrics)] = losses(((model, 0),), params, batch, keys)
+    np.testing.assert_allclose(loss, recon + kl_per_unit.sum(), rtol=1e-5)
+    assert float(metrics["kl_weight"]) == 1.0
+
+
+def test_eval_terms_by_hand_at_random_params():
+    model = make_model(Config.create(**TINY), BINARY)
+    params = random_params(model, seed=3)
+    keys = example_keys(8, 4)
+    batch = prepare(inputs.Preprocessing(BINARY), {"image": binary_images(8)}, keys)
+    recon, kl_per_unit = f64(by_hand(model, params, batch, keys))
+    assert kl_per_unit.min() > 0.01 and recon.min() > 1.0     # Every term counts.
+    terms = f64(eval_terms(model, params, batch, keys))
+    np.testing.assert_allclose(terms["recon"], recon, rtol=1e-5)
+    np.testing.assert_allclose(terms["kl_per_unit"], kl_per_unit, rtol=1e-5)
+    np.testing.assert_allclose(terms["kl"], kl_per_unit.sum(-1), rtol=1e-5)
+    np.testing.assert_allclose(terms["nelbo"], recon + kl_per_unit.sum(-1), rtol=1e-5)
+    # The posterior noise is per example: other keys give other recon terms, the same KL.
+    other = f64(eval_terms(model, params, batch, example_keys(8, 5)))
+    assert np.all(np.abs(other["recon"] - terms["recon"]) > 1e-4)
+    np.testing.assert_allclose(other["kl"], terms["kl"], rtol=1e-6)
+
+
+def test_beta_warmup_and_free_bits_by_hand_at_random_params():
+    """loss = mean_b recon + weight * sum_u max(free_bits, mean_b KL_u), weight = beta *
+    min(1, step / warmup), with free_bits between the units' KLs so it bites on some only."""
+    vae = make_model(Config.create(**TINY), BINARY)
+    params = random_params(vae, seed=6)
+    keys = example_keys(8, 7)
+    batch = prepare(inputs.Preprocessing(BINARY), {"image": binary_images(8)}, keys)
+    recon, kl_per_unit = f64(by_hand(vae, params, batch, keys))
+    unit_kl = kl_per_unit.mean(0)
+    free_bits = float(np.median(unit_kl))
+    assert np.sum(unit_kl < free_bits - 0.05) >= 1 and np.sum(unit_kl > free_bits + 0.05) >= 1, unit_kl
+    warm = make_model(Config.create(model="vae", beta=3.0, kl_warmup_steps=10, **TINY), BINARY)
+    cases = [(vae, 0, 1.0, 0.0),
+             (make_model(Config.create(model="beta_vae", beta=4.0, **TINY), BINARY), 0, 4.0, 0.0),
+             (warm, 4, 1.2, 0.0),
+             (warm, 40, 3.0, 0.0),
+             (make_model(Config.create(model="beta_vae", beta=2.0, free_bits=free_bits, **TINY), BINARY), 0, 2.0,
+              free_bits)]
+    results = losses(tuple((model, step) for model, step, _, _ in cases), params, batch, keys)
+    for (model, step, weight, bits), (loss, metrics) in zip(cases, results):
+        expected = recon.mean() + weight * np.sum(np.maximum(unit_kl, bits))
+        np.testing.assert_allclose(loss, expected, rtol=1e-5, err_msg=str((model, step)))
+        np.testing.assert_allclose(metrics["kl_weight"], weight, rtol=1e-6)
+        # The logged NELBO, recon and KL are the unweighted ones, whatever the weighting.
+        np.testing.assert_allclose(metrics["nelbo"], recon.mean() + kl_per_unit.sum(-1).mean(), rtol=1e-5)
+        np.testing.assert_allclose(metrics["recon"], recon.mean(), rtol=1e-5)
+        np.testing.assert_allclose(metrics["kl"], kl_per_unit.sum(-1).mean(), rtol=1e-5)
+        assert float(metrics["loss"]) == float(loss)
 
 
 def test_elbo_gradient_matches_finite_differences():
     """Directional derivative of the loss, in float64 so central differences are exact enough."""
     with jax.enable_x64(True):
-        model = make_model(Config(latent_dim=3, hidden_dims=(16,)), BINARY_28)
-        params = jax.tree.map(lambda p: p.astype(jnp.float64), model.init(jax.random.key(0)))
-        images = jax.random.bernoulli(jax.random.key(1), 0.3, (4, 28, 28, 1)).astype(jnp.uint8)
-        keys = jax.random.split(jax.random.key(2), 4)
-        loss = lambda p: model.loss(p, {"image": images}, keys)[0]  # noqa: E731
-        grads = jax.grad(loss)(params)
-        direction = jax.tree.map(lambda g: jax.random.normal(jax.random.key(3), g.shape, jnp.float64), grads)
+        model = make_model(Config.create(**TINY), BINARY)
+        params = f64(random_params(model, seed=1))
+        keys = example_keys(4, 2)
+        batch = {"x": np.asarray(binary_images(4), np.float64)}
+        batch["x_in"] = batch["x"]
+        loss_and_grad = jax.jit(jax.value_and_grad(lambda p: model.loss(p, batch, keys)[0]))
+        _, grads = loss_and_grad(params)
+        rng = np.random.default_rng(3)
+        direction = jax.tree.map(lambda g: rng.standard_normal(g.shape), grads)
         eps = 1e-5
         shift = lambda s: jax.tree.map(lambda p, d: p + s * d, params, direction)  # noqa: E731
-        numeric = (loss(shift(eps)) - loss(shift(-eps))) / (2 * eps)
-        analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction)))
-        assert abs(float(analytic)) > 1.0
-        np.testing.assert_allclose(numeric, analytic, rtol=1e-4)
+        numeric = (float(loss_and_grad(shift(eps))[0]) - float(loss_and_grad(shift(-eps))[0])) / (2 * eps)
+        analytic = sum(np.vdot(g, d) for g, d in zip(jax.tree.leaves(f64(grads)), jax.tree.leaves(direction)))
+        assert abs(analytic) > 1.0
+        np.testing.assert_allclose(numeric, analytic, rtol=1e-6)
 
 
-def test_conv_rejects_indivisible_image_sides():
-    spec = InputSpec(image_shape=(30, 30, 1), num_classes=0, mode="binary")
-    with pytest.raises(ConfigError, match="divisible by 4"):
-        make_model(Config(arch="conv"), spec)
+@functools.partial(jax.jit, static_argnums=0)
+def denoising_by_hand(model, params, batch, keys):
+    """The network applied to the corrupted x_in; its output scored on the clean x and, for
+    contrast, on x_in; the KL per unit, and the posterior of x_in."""
+    out, kl_per_unit, _ = model.net.apply({"params": params}, batch["x_in"], noise(keys, model.noise_dim))
+    return (-model.likelihood.log_prob(out, batch["x"]), -model.likelihood.log_prob(out, batch["x_in"]), kl_per_unit,
+            model.encode(params, batch["x_in"]))
 
 
-def test_mlp_presets_fix_widths_and_activation():
-    model = make_model(Config(arch="mlp_burda", hidden_dims=(7,), latent_dim=50), BINARY_28)
-    params = model.init(jax.random.key(0))
-    assert params["encoder"]["Dense_0"]["kernel"].shape == (784, 200)
-    assert params["encoder"]["Dense_1"]["kernel"].shape == (200, 200)
-    assert model.net.encoder.activation == "tanh"
-    two = make_model(Config(arch="mlp_burda", stochastic_layers=2, latent_dim=100, top_latent_dim=50), BINARY_28)
-    params = two.init(jax.random.key(0))
-    assert params["z_encoder"]["Dense_0"]["kernel"].shape == (100, 100)
-    assert params["z_encoder"]["Dense_2"]["kernel"].shape == (100, 2 * 50)
-    flax_sizes = make_model(Config(arch="mlp_flax", latent_dim=20), BINARY_28).init(jax.random.key(0))
-    assert flax_sizes["decoder"]["Dense_0"]["kernel"].shape == (20, 500)
-
-
-def test_upsample2x_is_depth_to_space():
-    from jaxae.nets.conv import upsample2x
-
-    x = jnp.arange(2 * 3 * 3 * 8, dtype=jnp.float32).reshape(2, 3, 3, 8)
-    y = upsample2x(x)
-    assert y.shape == (2, 6, 6, 2)
-    # Output pixel (2i + a, 2j + b) channel c comes from input (i, j) channel (a * 2 + b) * 2 + c.
-    for i, j, a, b, c in ((0, 0, 0, 0, 0), (1, 2, 1, 0, 1), (2, 1, 1, 1, 0)):
-        assert y[1, 2 * i + a, 2 * j + b, c] == x[1, i, j, (a * 2 + b) * 2 + c]
+def test_denoising_loss_scores_the_clean_image():
+    """--input_noise flip: the encoder sees the corrupted x_in, the likelihood scores the clean x."""
+    model = make_model(Config.create(**TINY), BINARY)
+    params = random_params(model, seed=8)
+    keys = example_keys(8, 9)
+    raw = {"image": binary_images(8)}
+    preprocessing = inputs.Preprocessing(BINARY, input_noise="flip", noise_level=0.3)
+    batch = prepare(preprocessing, raw, keys, True)
+    x, x_in = np.asarray(batch["x"]), np.asarray(batch["x_in"])
+    np.testing.assert_array_equal(x, np.asarray(raw["image"], np.float32))       # The target is the clean image,
+    flipped = x_in != x
+    assert 0.2 < flipped.mean() < 0.4, flipped.mean()                            # about 30% of pixels flipped,
+    np.testing.assert_array_equal(x_in[flipped], 1.0 - x[flipped])               # each to 1 - x.
+    # By hand: the network on the corrupted input, the likelihood on the clean image.
+    recon, wrong, kl_per_unit, (mean, logvar) = f64(denoising_by_hand(model, params, batch, keys))
+    [(loss, metrics)] = losses(((model, 0),), params, batch, keys)
+    np.testing.assert_allclose(loss, recon.mean() + kl_per_unit.mean(0).sum(), rtol=1e-6)
+    np.testing.assert_allclose(metrics["recon"], recon.mean(), rtol=1e-6)
+    np.testing.assert_allclose(kl_per_unit, dist.gaussian_kl(mean, logvar), rtol=1e-5)
+    assert kl_per_unit.min() > 0.01
+    # Scoring the corrupted input instead would be a different number.
+    assert abs(wrong.mean() - recon.mean()) > 1.0
+    # Evaluation (train=False) never corrupts: x_in is x.
+    clean = prepare(preprocessing, raw, keys, False)
+    np.testing.assert_array_equal(clean["x_in"], x)
+    np.testing.assert_array_equal(clean["x"], x)
 
 
 def test_hflip_flips_half_the_training_images_exactly_and_never_in_evaluation():
     spec = InputSpec(image_shape=(4, 6, 1), num_classes=0, mode="grey")
-    config = Config(latent_dim=2, hidden_dims=(8,), binarize="none", hflip=True)
-    model, plain = make_model(config, spec), make_model(config.replace(hflip=False), spec)
-    params = model.init(jax.random.key(0))
-    images = jax.random.randint(jax.random.key(1), (400, 4, 6, 1), 0, 256).astype(jnp.uint8)
-    batch, keys = {"image": images}, jax.random.split(jax.random.key(2), 400)
-    x = model.model_input(images, keys)
-    trained_on = model._terms(params, batch, keys, noisy=True)["x"]
-    flipped = np.all(trained_on == x[:, :, ::-1], axis=(1, 2, 3))
-    kept = np.all(trained_on == x, axis=(1, 2, 3))
+    images = jnp.asarray(np.random.default_rng(1).integers(0, 256, (400, 4, 6, 1)), jnp.uint8)
+    batch, keys = {"image": images}, example_keys(400, 2)
+    x = np.asarray(prepare(inputs.Preprocessing(spec), batch, keys, False)["x"])
+    np.testing.assert_allclose(x, np.asarray(images) / 255, rtol=1e-6)
+    trained_on = prepare(inputs.Preprocessing(spec, hflip=True), batch, keys, True)
+    np.testing.assert_array_equal(trained_on["x_in"], trained_on["x"])   # The flipped image is the data.
+    flipped = np.all(trained_on["x"] == x[:, :, ::-1], axis=(1, 2, 3))
+    kept = np.all(trained_on["x"] == x, axis=(1, 2, 3))
     assert np.all(flipped ^ kept)  # Each image exactly mirrored or exactly unchanged.
     assert 0.43 < flipped.mean() < 0.57
-    np.testing.assert_array_equal(plain._terms(params, batch, keys, noisy=True)["x"], x)
-    for name, value in model.per_example(params, batch, keys).items():
-        np.testing.assert_array_equal(value, plain.per_example(params, batch, keys)[name])
+    np.testing.assert_array_equal(prepare(inputs.Preprocessing(spec), batch, keys, True)["x"], x)
+    evaluated = prepare(inputs.Preprocessing(spec, hflip=True), batch, keys, False)
+    np.testing.assert_array_equal(evaluated["x"], x)
+    np.testing.assert_array_equal(evaluated["x_in"], x)
+    # The flips are the keys' fold inputs.FLIP_FOLD: the same keys flip the same images.
+    again = prepare(inputs.Preprocessing(spec, hflip=True), batch, keys, True)
+    np.testing.assert_array_equal(again["x"], trained_on["x"])
+
+
+def test_cvae_is_conditional_and_its_decoder_depends_on_the_label():
+    cvae = make_model(Config.create(model="cvae", **TINY), BINARY)
+    assert isinstance(cvae, ConditionalVAE) and cvae.conditional and cvae.name == "cvae"
+    assert make_model(Config.create(model="vae", conditional=True, **TINY), BINARY).conditional
+    params = random_params(cvae, seed=2)
+    decode = jax.jit(cvae.decode)
+    z = jnp.zeros((2, 3))
+    a = np.asarray(decode(params, z, jnp.array([1, 1])))
+    b = np.asarray(decode(params, z, jnp.array([1, 2])))
+    np.testing.assert_array_equal(a[0], b[0])
+    assert np.max(np.abs(a[1] - b[1])) > 1e-3
+    # The label is one-hot input to the encoder too; a conditional model refuses a batch without it.
+    np.testing.assert_array_equal(cvae.condition(jnp.array([2])), [[0, 0, 1, 0, 0, 0, 0, 0, 0, 0]])
+    keys = example_keys(8, 1)
+    batch = prepare(inputs.Preprocessing(BINARY), {"image": binary_images(8), "label": jnp.arange(8) % 10}, keys)
+    [(loss, _)] = losses(((cvae, 0),), params, batch, keys)
+    recon, kl = f64(by_hand(cvae, params, batch, keys))
+    np.testing.assert_allclose(loss, recon.mean() + kl.mean(0).sum(), rtol=1e-5)
+    with pytest.raises(ValueError, match="needs the batch's labels"):
+        cvae.condition(None)
+    with pytest.raises(ConfigError, match="needs a labelled dataset"):
+        make_model(Config.create(model="cvae", **TINY), InputSpec(SHAPE, 0, "binary"))
+
+
+def test_family_classes_and_settings():
+    assert type(make_model(Config.create(model="beta_vae", beta=2.0, **TINY), BINARY)) is VAE
+    model = make_model(Config.create(model="vae", kl_warmup_steps=5, free_bits=0.1, **TINY), BINARY)
+    assert (model.beta, model.kl_warmup_steps, model.free_bits) == (1.0, 5, 0.1)
+    assert model.bound and not model.deterministic and model.prior_dim == model.latent_dim == model.noise_dim == 3
+    with pytest.raises(ConfigError, match="--code_l2 0.5 is not used by --model vae"):
+        make_model(Config.create(model="vae", code_l2=0.5, **TINY), BINARY)
