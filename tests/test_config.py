@@ -134,6 +134,7 @@ def test_ints_are_accepted_for_floats():
     ({"arch": "transformer"}, "--arch 'transformer' is not one of mlp, mlp_flax, mlp_burda, conv, resnet"),
     ({"lr_schedule": "step"}, "--lr_schedule 'step' is not one of constant, cosine, burda"),
     ({"adam_eps": 0.0}, "--adam_eps must be > 0, got 0.0"),
+    ({"num_importance_samples": 0}, "--num_importance_samples must be > 0, got 0"),
     ({"ema_decay": 1.0}, "--ema_decay must be in [0, 1) (0 disables the average), got 1.0"),
     ({"skip_threshold": -1.0}, "--skip_threshold must be >= 0"),
     ({"lr_schedule": "burda", "epochs": 10}, "--lr_schedule burda runs 3280 epochs; leave --epochs unset, got 10"),
@@ -148,6 +149,46 @@ def test_bad_settings_are_one_line_errors(changes, message):
     with pytest.raises(ConfigError, match="^" + re.escape(message)) as error:
         validate(Config.create(**changes))
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"dataset": ""}, "--dataset must be a TFDS dataset name"),
+    ({"model": ""}, "--model must name a model family"),
+    ({"beta": -1.0}, "--beta must be >= 0, got -1.0"),
+    ({"free_bits": -0.5}, "--free_bits must be >= 0, got -0.5"),
+    ({"code_l2": -1.0}, "--code_l2 must be >= 0, got -1.0"),
+    ({"kl_warmup_steps": -1}, "--kl_warmup_steps must be >= 0, got -1"),
+    ({"latent_mixture": -1}, "--latent_mixture must be >= 0, got -1"),
+    ({"warmup_steps": -1}, "--warmup_steps must be >= 0, got -1"),
+    ({"top_latent_dim": 0}, "--top_latent_dim must be > 0, got 0"),
+    ({"learning_rate": 0.0}, "--learning_rate must be > 0, got 0.0"),
+    ({"steps": 0}, "--steps must be > 0, got 0"),
+    ({"batch_size": 0}, "--batch_size must be > 0, got 0"),
+    ({"eval_every": 0}, "--eval_every must be > 0, got 0"),
+    ({"checkpoint_every": 0}, "--checkpoint_every must be > 0, got 0"),
+    ({"keep_checkpoints": 0}, "--keep_checkpoints must be > 0, got 0"),
+    ({"max_nonfinite": 0}, "--max_nonfinite must be > 0, got 0"),
+    ({"max_skipped": -1}, "--max_skipped must be >= 0 (0: off), got -1"),
+    ({"epochs": 0}, "--epochs must be > 0, got 0"),
+    ({"steps_per_call": 0}, "--steps_per_call must be > 0, got 0"),
+    ({"gaussian_scale": 0.0}, "--gaussian_scale must be > 0, got 0.0"),
+    ({"stochastic_layers": 3}, "--stochastic_layers must be 1 or 2, got 3"),
+    ({"grad_clip": -1.0}, "--grad_clip must be >= 0 (0 disables clipping), got -1.0"),
+    ({"input_noise": "gaussian", "noise_level": 11.0}, "--noise_level must be in (0, 10] with --input_noise gaussian"),
+    ({"channels": (32, 0)}, "--channels must be a non-empty list of positive widths, got [32, 0]"),
+    ({"top_hidden_dims": ()}, "--top_hidden_dims must be a non-empty list of positive widths, got []"),
+    ({"latent_dim": 1 << 15}, "--latent_dim 32768 is absurdly large (at most 16384)"),
+    ({"num_mixtures": 1 << 11}, "--num_mixtures 2048 is absurdly large (at most 1024)"),
+])
+def test_every_range_check_refuses_a_value_just_outside_it(changes, message):
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        validate(Config.create(**changes))
+
+
+def test_values_on_the_edge_of_the_ranges_are_accepted():
+    validate(Config.create(beta=0.0, free_bits=0.0, code_l2=0.0, kl_warmup_steps=0, warmup_steps=0, grad_clip=0.0,
+                           max_skipped=0, skip_threshold=0.0, ema_decay=0.0, input_noise="gaussian",
+                           noise_level=10.0, latent_dim=1 << 14, num_mixtures=1 << 10))
 
 
 def test_burda_schedule_fixes_the_epochs():

@@ -147,6 +147,28 @@ def test_evaluate_full_by_hand_and_independent_of_the_batch_size():
         np.testing.assert_allclose(fast[name], a[name], rtol=1e-5)
 
 
+def test_evaluate_full_leaves_the_padding_of_the_last_batch_out_of_every_number():
+    """60 images in batches of 50: the last batch holds 10 images and 40 rows of padding, which
+    must count neither in the sums nor in the variance of the posterior means (active units)."""
+    spec = InputSpec(image_shape=(8, 8, 1), num_classes=0, mode="binary")
+    model = make_model(Config.create(hidden_dims=(32,), latent_dim=6), spec)
+    params = random_params(model, seed=2, scale=0.6)
+    images = (np.random.default_rng(1).random((60, 8, 8, 1)) < 0.3).astype(np.uint8)
+    a = evaluation.evaluate_full(model, params, images, jax.random.key(3), iwae_samples=0, batch_size=50)
+    x = images.reshape(60, -1).astype(np.float64)
+    stats = np_mlp([params["encoder"]["Dense_0"], params["encoder"]["Dense_1"]], x)
+    mean, logvar = stats[:, :6], stats[:, 6:]
+    kl_per_unit = 0.5 * (np.exp(logvar) + mean**2 - 1 - logvar)
+    probs = 1 / (1 + np.exp(-np_mlp([params["decoder"]["Dense_0"], params["decoder"]["Dense_1"]], mean)))
+    np.testing.assert_allclose(a["kl_per_unit"], kl_per_unit.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(a["mse"], np.sum((probs - x) ** 2, 1).mean(), rtol=1e-5)
+    variances = mean.var(0)
+    assert np.all(np.abs(variances - evaluation.ACTIVE_UNIT_THRESHOLD) > 5e-4), variances   # None on the edge.
+    # 5 of 6 here; with the 40 padded (all-zero) images' codes counted it would be 3.
+    assert a["active_units"] == int(np.sum(variances > evaluation.ACTIVE_UNIT_THRESHOLD)) == 5
+    assert a["num_images"] == 60 and "nll_iwae" not in a
+
+
 def test_bits_per_dim_counts_height_width_and_channels():
     assert InputSpec((32, 32, 3), 10, "grey").num_dims == 3072
     assert InputSpec((28, 28, 1), 10, "binary").num_dims == 784

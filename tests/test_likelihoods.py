@@ -45,6 +45,15 @@ def test_gaussian_learned_scale_uses_second_half_as_log_scale():
     np.testing.assert_allclose(Gaussian().mean(out), 0.2)
 
 
+def test_gaussian_learned_log_scale_is_clipped_to_minus_7_and_2():
+    # Raw log-scales 3 and -9 score as log-scales 2 and -7 (every term of the density matters).
+    out = jnp.array([0.4, 0.5, 3.0, -9.0]).reshape(1, 1, 1, 4)
+    x = jnp.array([0.9, 0.5005]).reshape(1, 1, 1, 2)
+    hand = sum(-0.5 * math.log(2 * math.pi) - s - 0.5 * ((v - m) / math.exp(s)) ** 2 - math.log(256)
+               for v, m, s in ((0.9, 0.4, 2.0), (0.5005, 0.5, -7.0)))
+    np.testing.assert_allclose(Gaussian().log_prob(out, x), [hand], rtol=1e-5)
+
+
 def test_bernoulli_and_gaussian_samples():
     logits = jnp.full((4000, 2, 2, 1), math.log(0.3 / 0.7))
     draws = Bernoulli().sample(logits, jax.random.key(0))

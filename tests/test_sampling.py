@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
 
-from jaxae import distributed, sampling
+from jaxae import distributed, priors, sampling
 from jaxae.config import Config
 from jaxae.data import InputSpec
 from jaxae.families import make_model
@@ -37,3 +37,52 @@ def test_prior_samples_and_reconstructions_sharded_over_4_devices_match_one_devi
     # Reconstructions decode the posterior mean of the images' grey levels (no binarization).
     np.testing.assert_allclose(sampling.encode(model, params, images), jax.jit(model.encode)(params, images / 255.0)[0],
                                rtol=1e-5, atol=1e-6)
+
+
+def _model_and_params(latent_dim=6):
+    model = make_model(Config.create(hidden_dims=(32,), latent_dim=latent_dim), SPEC)
+    rng = np.random.default_rng(0)    # random params of model.init's shapes (traced only)
+    params = jax.tree.map(lambda s: jnp.asarray(0.3 * rng.standard_normal(s.shape), jnp.float32),
+                          jax.eval_shape(model.init, jax.random.key(0)))
+    return model, params
+
+
+def _images(num):
+    return jnp.asarray(np.random.default_rng(3).random((num, 28, 28, 1)) < 0.3, jnp.uint8) * 255
+
+
+def test_sample_prior_scales_the_fitted_prior_by_the_temperature():
+    model, params = _model_and_params()
+    rng = np.random.default_rng(1)
+    chols = np.tril(rng.standard_normal((2, 6, 6))) + 2.0 * np.eye(6)
+    prior = priors.FittedPrior(np.array([0.3, 0.7]), rng.standard_normal((2, 6)), chols)
+    key = jax.random.key(4)
+    images = np.asarray(sampling.sample_prior(model, params, key, 8, 0.5, prior=prior))
+    decode = jax.jit(model.decode)
+    np.testing.assert_allclose(images, decode(params, priors.sample(prior, key, 8, 0.5)), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(images, decode(params, priors.sample(prior, key, 8, 1.0)), atol=1e-3)
+
+
+def test_interpolate_decodes_evenly_spaced_codes_from_the_first_image_to_the_second():
+    model, params = _model_and_params()
+    images = _images(2)
+    c0, c1 = np.asarray(sampling.encode(model, params, images))
+    frames = sampling.interpolate(model, params, images, None, 5)
+    z = np.stack([c0, 0.75 * c0 + 0.25 * c1, 0.5 * (c0 + c1), 0.25 * c0 + 0.75 * c1, c1])
+    np.testing.assert_allclose(frames, jax.jit(model.decode)(params, jnp.asarray(z)), rtol=1e-5, atol=1e-6)
+
+
+def test_traverse_varies_dim_d_in_row_d_from_minus_to_plus_radius():
+    model, params = _model_and_params()
+    image = _images(1)
+    code = np.asarray(sampling.encode(model, params, image))[0]
+    frames = sampling.traverse(model, params, image, None, 3, 4, radius=2.0)
+    z = np.stack([code + offset * np.eye(6)[d] for d in range(3) for offset in (-2.0, -2.0 / 3, 2.0 / 3, 2.0)])
+    np.testing.assert_allclose(frames, jax.jit(model.decode)(params, jnp.asarray(z, jnp.float32)),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_interleave_rows_puts_each_row_of_inputs_above_its_outputs():
+    inputs = jnp.arange(6.0).reshape(6, 1, 1, 1)
+    rows = sampling.interleave_rows(inputs, inputs + 10.0, num_cols=3)
+    np.testing.assert_array_equal(rows.ravel(), [0, 1, 2, 10, 11, 12, 3, 4, 5, 13, 14, 15])
