@@ -4,7 +4,6 @@ writing, and two real processes on localhost (CPU, gloo collectives) matching on
 import json
 import os
 import socket
-import subprocess
 import sys
 
 import jax
@@ -14,11 +13,17 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from conftest import REPO
 from jaxae import distributed
-from jaxae.config import ConfigError
 from jaxae.distributed import Cluster
+from jaxae.errors import ConfigError
+from test_cli import Background, call, process_env, save_digits_npz
 
 SLURM = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "node[1-2]", "SLURM_NTASKS": "2", "SLURM_PROCID": "1",
          "SLURM_LOCALID": "0"}
+
+
+@pytest.fixture(scope="module")
+def digits_npz(mnist5k, tmp_path_factory):
+    return save_digits_npz(mnist5k, tmp_path_factory.mktemp("npz"))
 
 
 @pytest.fixture(autouse=True)
@@ -99,8 +104,8 @@ def test_only_process_0_writes_files_other_than_checkpoints(tfds_dir, tmp_path, 
     from jaxae import training
     from jaxae.config import Config
 
-    config = Config(data_dir=tfds_dir, steps=10, eval_every=5, checkpoint_every=5, hidden_dims=(32,),
-                    latent_dim=4, steps_per_call=5, batch_size=32)
+    config = Config.create(data_dir=tfds_dir, steps=10, eval_every=5, checkpoint_every=5, hidden_dims=(16,),
+                           latent_dim=4, steps_per_call=5, batch_size=32)
     monkeypatch.setattr(distributed, "is_primary", lambda: False)
     final = training.train_and_evaluate(config, str(tmp_path / "w"), progress=False)
     assert final["step"] == 10 and np.isfinite(final["test_nelbo"])
@@ -115,39 +120,49 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train(workdir, devices, *extra, flags):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+def _train(workdir, devices, *extra, flags, xla_cache):
+    env = process_env(devices, xla_cache)
     for var in distributed.ENV.values():
         env.pop(var, None)
-    return subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), "--workdir", str(workdir), *flags,
-                             *map(str, extra)], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return Background([sys.executable, os.path.join(REPO, "train.py"), "--workdir", workdir, *flags, *extra], env=env)
 
 
 @pytest.mark.slow
-def test_two_processes_on_localhost_match_one_process_with_4_devices(tfds_dir, tmp_path):
+def test_two_processes_on_localhost_match_one_process_with_4_devices(digits_npz, tmp_path):
     """train.py as 2 processes x 2 CPU devices (jax.distributed, gloo collectives), stopped at
-    step 10 and resumed to 20, against one process with 4 devices straight to 20: same global
-    batches, so the same losses and parameters; only process 0 printed and wrote (one
-    metrics line per evaluation, one TensorBoard file)."""
-    from jaxae.checkpoints import load_model
+    step 10 and resumed to 20, against one process with 4 devices (this one) straight to 20:
+    same global batches, so the same losses and parameters; only process 0 printed and wrote
+    (one metrics line per evaluation, one TensorBoard file per run)."""
+    from jaxae.workdir import load_model
 
-    flags = ["--data_dir", tfds_dir, "--eval_every", "10", "--checkpoint_every", "10", "--steps_per_call", "5",
-             "--hidden_dims", "64", "--latent_dim", "8", "--batch_size", "64", "--no_progress"]
-    one = _train(tmp_path / "one", 4, "--steps", 20, flags=flags)
-    out, err = one.communicate(timeout=600)
-    assert one.returncode == 0, err[-3000:]
-    assert "4 cpu device(s) in one process" in out
-    for steps in (10, 20):
+    flags = ["--dataset", digits_npz, "--eval_every", "10", "--checkpoint_every", "10", "--steps_per_call", "5",
+             "--hidden_dims", "32", "--latent_dim", "4", "--batch_size", "64", "--no_progress"]
+    started = []
+
+    def start_pair(steps):
         port = _free_port()
-        procs = [_train(tmp_path / "two", 2, "--steps", steps, "--coordinator_address", f"localhost:{port}",
-                        "--num_processes", 2, "--process_id", i, flags=flags) for i in (0, 1)]
-        results = [p.communicate(timeout=600) for p in procs]
-        for p, (_, err) in zip(procs, results):
-            assert p.returncode == 0, err[-3000:]
-        assert "4 cpu device(s) in process 0 of 2" in results[0][0] and f"step {steps}/{steps}" in results[0][0]
-        gloo = "[Gloo]"                          # Gloo's C++ logs its connections to stdout.
-        assert [line for line in results[1][0].splitlines() if not line.startswith(gloo)] == []  # Process 1: silent.
+        started.extend(_train(tmp_path / "two", 2, "--steps", steps, "--coordinator_address", f"localhost:{port}",
+                              "--num_processes", 2, "--process_id", i, flags=flags,
+                              xla_cache=tmp_path / "xla_cache")  # The resumed pair loads the programs.
+                       for i in (0, 1))
+        return started[-2:]
+
+    try:
+        first = start_pair(10)
+        code, out, err = call("train.py", "--workdir", tmp_path / "one", *flags, "--steps", 20)  # Meanwhile.
+        assert code == 0, err[-3000:]
+        assert "4 cpu device(s) in one process" in out
+        for steps in (10, 20):
+            results = [p.result() for p in (first if steps == 10 else start_pair(steps))]
+            for result in results:
+                assert result.returncode == 0, result.stderr[-3000:]
+            assert "4 cpu device(s) in process 0 of 2" in results[0].stdout
+            assert f"step {steps}/{steps}" in results[0].stdout
+            gloo = "[Gloo]"                      # Gloo's C++ logs its connections to stdout.
+            assert [line for line in results[1].stdout.splitlines() if not line.startswith(gloo)] == []  # Silent.
+    finally:
+        for process in started:
+            process.stop()
 
     def metrics(name):
         with open(tmp_path / name / "metrics.jsonl") as f:
