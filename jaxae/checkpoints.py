@@ -4,18 +4,34 @@ An Orbax ``CheckpointManager`` writes each
 checkpoint into a temporary folder and renames it when complete, so a crash never
 leaves a checkpoint that looks finished. Checkpoints hold arrays only; nothing is
 ever unpickled.
+
+A save that cannot be written (full disk, quota, read-only file system) is raised as one
+:class:`jaxae.errors.WriteError` naming the folder and the reason, and older checkpoints
+stay intact (Orbax deletes an old step only after a newer one is complete). A save is
+refused before it starts when the file system has less free space than the state's size;
+a disk that fills up during the write is caught when the save is waited for. The
+tracebacks Orbax and asyncio log from background threads about that same failure are
+held back, since the WriteError reports it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
-from typing import Any
+import shutil
+import sys
+from typing import Any, Callable
 
+import jax
 import orbax.checkpoint as ocp
 
+from jaxae import io
+from jaxae.errors import WriteError
+
 CHECKPOINT_DIR = "checkpoints"
+SPACE_MARGIN = 1 << 20  # Bytes of metadata and index files a checkpoint needs beyond its arrays.
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +40,54 @@ def checkpoint_dir(workdir: str) -> str:
     return os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
 
 
+class _HeldErrors(logging.Filter):
+    """Holds back the error records Orbax logs (with tracebacks, from background threads):
+    the failure they describe reaches the caller as one WriteError instead."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from_orbax = f"{os.sep}orbax{os.sep}" in record.pathname or record.name == "asyncio"
+        if record.levelno >= logging.ERROR and from_orbax:
+            self.records.append(record)
+            return False
+        return True
+
+
+def _quiet_closed_loops(previous: Callable) -> Callable:
+    """A sys.unraisablehook that drops "Event loop is closed" (TensorStore's callbacks for the
+    fragments of a failed save, arriving after Orbax closed its loop) and passes the rest on."""
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value):
+            return
+        previous(unraisable)
+
+    return hook
+
+
+def state_bytes(state: Any) -> int:
+    """Bytes of the arrays in ``state`` (what a checkpoint of it stores, before compression)."""
+    return sum(math.prod(leaf.shape) * leaf.dtype.itemsize for leaf in jax.tree.leaves(state)
+               if hasattr(leaf, "dtype"))
+
+
 class Checkpointer:
     """Saves and restores a train-state pytree in ``<workdir>/checkpoints``."""
 
     def __init__(self, workdir: str, keep: int = 3, create: bool = True):
         self.directory = checkpoint_dir(workdir)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        with io.writing(self.directory):
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._held = _HeldErrors()
+        for name in ("absl", "asyncio"):
+            logging.getLogger(name).addFilter(self._held)
+        self._previous_hook = sys.unraisablehook
+        sys.unraisablehook = _quiet_closed_loops(self._previous_hook)
+        self._closed = self._failed_once = False
 
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
@@ -40,11 +97,31 @@ class Checkpointer:
         return steps[-1] if steps else None
 
     def save(self, step: int, state: Any) -> None:
-        """Starts an asynchronous save; call :meth:`wait` before relying on it."""
-        self._manager.save(step, args=ocp.args.StandardSave(state))
+        """Starts an asynchronous save; call :meth:`wait` before relying on it. WriteError if
+        this save, or the previous one still in flight, failed, or when the file system has
+        less free space than the state needs."""
+        self.wait()
+        needed = state_bytes(state) + SPACE_MARGIN
+        free = shutil.disk_usage(self.directory).free
+        if free < needed:
+            self._failed_once = True
+            raise WriteError(f"cannot write a checkpoint of step {step} in {self.directory!r}: it needs about "
+                             f"{needed / 2**20:,.1f} MiB and {free / 2**20:,.1f} MiB are free")
+        try:
+            self._manager.save(step, args=ocp.args.StandardSave(state))
+        except Exception as e:  # Orbax and TensorStore raise ValueError, OSError, ...
+            raise self._failed(e) from None
 
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        """Waits for the save in flight; WriteError if it failed."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:
+            raise self._failed(e) from None
+
+    def _failed(self, error: Exception) -> WriteError:
+        self._failed_once = True
+        return io.write_error(self.directory, error)
 
     def restore(self, target: Any) -> tuple[int, Any] | None:
         """Restores the newest readable checkpoint into the structure of ``target``.
@@ -74,7 +151,27 @@ class Checkpointer:
             return dataclasses.replace(target, **restored)
 
     def close(self) -> None:
-        self._manager.close()
+        """Waits for the save in flight (WriteError if it failed) and releases Orbax's threads."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._manager.close()
+        except Exception as e:
+            raise self._failed(e) from None
+        finally:
+            if not self._failed_once:  # After a failure, stragglers keep coming until the process exits.
+                for name in ("absl", "asyncio"):
+                    logging.getLogger(name).removeFilter(self._held)
+                sys.unraisablehook = self._previous_hook
+
+    def abandon(self) -> None:
+        """Closes after a failure that is already being reported: errors of the save in
+        flight are dropped (the failure that stopped the run is the one to report)."""
+        try:
+            self.close()
+        except WriteError as e:
+            log.debug("dropped while closing after a failure: %s", e)
 
 
 def _present_fields(target: Any) -> dict | None:

@@ -1,8 +1,10 @@
 """Shared command-line plumbing: flags generated from the config's fields, presets,
 one-line errors and exit codes.
 
-Exit codes: 0 success, 2 bad input (one line on stderr, nothing written), 1 a training
-failure such as a non-finite loss, 130 interrupted (a checkpoint was saved).
+Exit codes: 0 success, 2 bad input (one line on stderr, nothing written), 1 a runtime
+failure: training failed (e.g. a non-finite loss) or a file or checkpoint could not be
+written (e.g. a full disk; the last good checkpoint is intact), 130 interrupted (a
+checkpoint was saved).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, Callable
 
 from jaxae import config as config_module
 from jaxae.config import Config, ConfigError, validate
-from jaxae.errors import TrainingError
+from jaxae.errors import TrainingError, WriteError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -136,6 +138,9 @@ def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None)
         return 2
     except TrainingError as e:
         print(f"{prog}: training failed: {e}", file=sys.stderr)
+        return 1
+    except WriteError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

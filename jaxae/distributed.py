@@ -7,13 +7,10 @@ When a run is multi-process (:func:`resolve`), in order:
 2. ``--coordinator_address``, ``--num_processes`` and ``--process_id`` all known — from
    the flags, else from ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and
    ``JAX_PROCESS_ID`` — start ``jax.distributed`` with them (any GPU or CPU hosts).
-3. A cluster JAX itself can read (``jax/_src/clusters``): a Slurm step of more than one
-   task (``srun``: SLURM_JOB_ID, SLURM_STEP_NODELIST, SLURM_NTASKS > 1, SLURM_PROCID,
-   SLURM_LOCALID), an Open MPI job of more than one rank (``mpirun``:
-   OMPI_MCA_orte_hnp_uri, OMPI_COMM_WORLD_SIZE > 1), or a Cloud TPU VM (as JAX decides
-   at import: libtpu and TPU chips present; the workers come from the metadata
-   server, one process per host). Then ``jax.distributed.initialize()`` fills in what
-   the flags left unset. Kubernetes and mpi4py are not detected: pass the flags.
+3. A cluster that JAX's own detection finds (``jax._src.clusters``: Slurm steps, Open
+   MPI, Kubernetes with the ``kubernetes`` package, Cloud TPU and GKE TPU, and whatever
+   else the installed JAX knows; opt-in methods such as mpi4py excluded) holding more
+   than one process: ``jax.distributed.initialize()`` fills in what the flags left unset.
 4. Otherwise: one process. Only some of the three flags given is an error.
 
 Within a run every process executes the same program: the mesh spans all global
@@ -76,32 +73,28 @@ def _from_env(cluster: Cluster, environ: Mapping[str, str]) -> Cluster:
     return Cluster(**values)
 
 
-def detected_cluster(environ: Mapping[str, str]) -> str | None:
-    """Names the multi-process environment JAX can read (Slurm, Open MPI, Cloud TPU), or None."""
-
-    def count(var: str) -> int:
-        try:
-            return int(environ.get(var, "0"))
-        except ValueError:
-            return 0
-
-    slurm = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
-    if all(var in environ for var in slurm) and count("SLURM_NTASKS") > 1:
-        return f"a Slurm step of {count('SLURM_NTASKS')} tasks"
-    if "OMPI_MCA_orte_hnp_uri" in environ and count("OMPI_COMM_WORLD_SIZE") > 1:
-        return f"an Open MPI job of {count('OMPI_COMM_WORLD_SIZE')} ranks"
-    if _on_cloud_tpu_vm():
-        return "a Cloud TPU VM"
-    return None
-
-
-def _on_cloud_tpu_vm() -> bool:
-    """JAX's own test, made when jax is imported: libtpu is installed and TPU chips are present."""
+def detected_cluster() -> str | None:
+    """Names the multi-process environment JAX's own cluster detection finds in this process's
+    environment when it counts more than one process (e.g. "SlurmCluster, 4 processes");
+    None for one process or no cluster. ConfigError when JAX finds a cluster but cannot
+    count its processes."""
     try:
-        from jax._src import cloud_tpu_init
-    except ImportError:
-        return False
-    return bool(getattr(cloud_tpu_init, "running_in_cloud_tpu_vm", False))
+        from jax._src.clusters import ClusterEnv
+        candidates = [env for env in ClusterEnv._cluster_types if not env.opt_in_only_method]
+    except (ImportError, AttributeError):  # A JAX without it: only flags and JAX_* variables count.
+        return None
+    for env in candidates:
+        if not env.is_env_present():
+            continue
+        try:
+            count = int(env.get_process_count())
+        except Exception as e:  # Each environment fails its own way (missing variable, API error).
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ConfigError(f"JAX detected {env.__name__} but could not count its processes "
+                              f"({type(e).__name__}: {first}); pass --num_processes 1 for one process, or "
+                              "--coordinator_address, --num_processes and --process_id") from None
+        return f"{env.__name__}, {count} processes" if count > 1 else None
+    return None
 
 
 def validate(cluster: Cluster) -> Cluster:
@@ -123,6 +116,9 @@ def validate(cluster: Cluster) -> Cluster:
 def resolve(cluster: Cluster, environ: Mapping[str, str] | None = None) -> tuple[dict[str, Any] | None, str]:
     """Decides whether to start jax.distributed (rule in the module docstring).
 
+    ``environ`` (default os.environ) gives the JAX_* variables; cluster detection reads
+    this process's environment, as JAX does.
+
     Returns (keyword arguments for ``jax.distributed.initialize``, or None for one
     process; a phrase saying why). Raises ConfigError on bad or partial settings.
     """
@@ -133,9 +129,9 @@ def resolve(cluster: Cluster, environ: Mapping[str, str] | None = None) -> tuple
         return None, "one process (--num_processes 1)"
     if len(given) == len(ENV):
         return given, f"{cluster.num_processes} processes, coordinator {cluster.coordinator_address}"
-    found = detected_cluster(environ)
+    found = detected_cluster()
     if found is not None:
-        return given, f"{found}, detected"
+        return given, f"{found}, detected by JAX"
     if given:
         missing = ", ".join(f"--{name} (or {ENV[name]})" for name in ENV if name not in given)
         raise ConfigError(f"a multi-process run also needs {missing}; got only "
@@ -180,6 +176,32 @@ def barrier(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+def stop_agreed(requested: bool, sync_id: int) -> bool:
+    """Whether training stops after the current chunk: the same answer in every process.
+
+    One process: ``requested`` (a signal reached it). Several processes (all must call this
+    at the same point, with the same ``sync_id``, which counts the calls): True when a
+    signal reached any of them (their flags are all-gathered), or when JAX's preemption
+    service reports a notice it received itself (``reached_preemption_sync_point``, e.g. a
+    Cloud TPU maintenance event). Every process then saves the same step together; without
+    this, hosts signalled at different moments would stop after different chunks and their
+    collective checkpoint saves would no longer match.
+    """
+    import jax
+
+    if jax.process_count() == 1:
+        return requested
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.asarray(requested, np.int32))
+    try:
+        noticed = multihost_utils.reached_preemption_sync_point(sync_id)
+    except RuntimeError:  # The preemption service is off (jax_enable_preemption_service).
+        noticed = False
+    return bool(np.any(flags)) or bool(noticed)
 
 
 def primary_first(fn: Callable[[], Any], name: str) -> Any:
@@ -265,25 +287,3 @@ def to_host(tree: Any) -> Any:
         return np.asarray(leaf)
 
     return jax.tree.map(get, tree)
-
-
-class NullWriter:
-    """Stands in for the TensorBoard writer in processes other than 0."""
-
-    def add_scalar(self, *args, **kwargs) -> None:
-        pass
-
-    def add_image(self, *args, **kwargs) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def summary_writer(logdir: str):
-    """A tensorboardX SummaryWriter in process 0, a :class:`NullWriter` elsewhere."""
-    if not is_primary():
-        return NullWriter()
-    from tensorboardX import SummaryWriter
-
-    return SummaryWriter(logdir)

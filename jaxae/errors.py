@@ -7,3 +7,9 @@ class ConfigError(ValueError):
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss stayed non-finite); the last checkpoint is intact."""
+
+
+class WriteError(RuntimeError):
+    """A file or checkpoint could not be written (full disk, quota, read-only or vanished file
+    system). Its message is one line naming the path and the operating system's reason; what
+    was written before (the last good checkpoint included) is intact."""

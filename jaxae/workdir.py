@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -67,6 +68,12 @@ def check_writable(workdir: str) -> None:
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"--workdir {workdir!r} cannot be created or written "
                           f"({parent!r} is not a writable directory)")
+    if parent != workdir:  # Some file systems (/proc, /sys, ...) refuse what access() allows: try.
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".jaxae-probe-", dir=parent))
+        except OSError as e:
+            raise ConfigError(f"--workdir {workdir!r} cannot be created in {parent!r} "
+                              f"({io.failure_reason(e)})") from None
 
 
 def reset(workdir: str) -> None:
@@ -182,8 +189,15 @@ def lock(workdir: str) -> Iterator[None]:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)  # Stale: its process is gone.
             continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
+        except OSError as e:
+            raise io.write_error(path, e) from None
+        try:
+            with io.writing(path), os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+        except BaseException:  # A half-written lock would read as stale; remove it anyway.
+            with contextlib.suppress(OSError):
+                os.remove(path)
+            raise
         break
     else:
         raise ConfigError(f"--workdir {workdir!r}: could not take {path} (another run keeps taking it)")

@@ -305,6 +305,45 @@ def test_unwritable_workdir_is_refused(tmp_path, tfds_dir):
     assert "cannot be created or written" in one_line(err)
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_a_workdir_on_a_file_system_that_creates_nothing_is_refused(tmp_path, tfds_dir):
+    """access() allows writing to /proc for root, but nothing can be created there."""
+    code, _, err = call("train.py", "--workdir", "/proc/jaxae/run", "--data_dir", tfds_dir)
+    assert code == 2
+    assert one_line(err) == "train.py: error: --workdir '/proc/jaxae/run' cannot be created " + (
+        "in '/proc' (No such file or directory (ENOENT))" if os.getuid() == 0 else "or written ('/proc' is not a "
+                                                                                     "writable directory)")
+
+
+# Runs argv[1:] with writes past argv[0] bytes failing with EFBIG (File too large), as on a
+# full disk; SIGXFSZ, which would kill the process, is ignored (both survive exec).
+LIMITED = ("import os, resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+           "limit = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)); "
+           "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
+
+
+def test_a_checkpoint_write_that_fails_is_one_line_exit_1_and_keeps_the_last_good_one(digits_npz, tmp_path):
+    """The real failure path: Orbax's background write of step 20 fails in TensorStore (files over
+    400 kB are refused; the checkpoint's data file is ~1 MB, every other file smaller). One
+    line on stderr naming the folder, the reason and the last good checkpoint; exit 1; step
+    10 intact; the lock released."""
+    run = tmp_path / "run"
+    flags = ["--workdir", run, "--dataset", digits_npz, "--hidden_dims", 64, "--latent_dim", 4, "--eval_every", 10,
+             "--checkpoint_every", 10, "--no_progress"]
+    code, _, err = call("train.py", *flags, "--steps", 10)
+    assert code == 0, err
+    result = subprocess.run([sys.executable, "-c", LIMITED, "400000", os.path.join(REPO, "train.py"),
+                             *map(str, flags), "--steps", "20"],
+                            env=process_env(1), capture_output=True, text=True, timeout=600)
+    folder = run / "checkpoints"
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert one_line(result.stderr) == (f"train.py: error: cannot write '{folder}': File too large (EFBIG); last good "
+                                       f"checkpoint: {folder}/10; rerun the same command to resume once it can be "
+                                       "written")
+    assert [name for name in os.listdir(folder) if name.isdigit()] == ["10"]
+    assert not (run / "lock.json").exists()
+
+
 def test_sample_refuses_a_workdir_without_checkpoint(tmp_path):
     from jaxae.config import Config
 

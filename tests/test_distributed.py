@@ -3,6 +3,7 @@ writing, and two real processes on localhost (CPU, gloo collectives) matching on
 
 import json
 import os
+import signal
 import socket
 import sys
 
@@ -26,18 +27,33 @@ def digits_npz(mnist5k, tmp_path_factory):
     return save_digits_npz(mnist5k, tmp_path_factory.mktemp("npz"))
 
 
-@pytest.fixture(autouse=True)
-def not_on_a_tpu_vm(monkeypatch):
-    monkeypatch.setattr(distributed, "_on_cloud_tpu_vm", lambda: False)
+@pytest.fixture
+def cluster_env(monkeypatch):
+    """This process's environment without any cluster's variables; returns a function that
+    sets some (JAX's detection reads os.environ)."""
+    prefixes = ("SLURM_", "OMPI_", "PMIX_", "JAX_", "TPU_", "MEGASCALE_", "KUBERNETES_SERVICE_HOST")
+    for var in list(os.environ):
+        if var.startswith(prefixes):
+            monkeypatch.delenv(var)
+
+    def set_env(variables):
+        for var, value in variables.items():
+            monkeypatch.setenv(var, value)
+
+    return set_env
 
 
-def test_one_process_unless_asked_or_detected():
+def test_one_process_unless_asked_or_detected(cluster_env):
     assert distributed.resolve(Cluster(), {}) == (None, "one process")
-    assert distributed.resolve(Cluster(), dict(SLURM, SLURM_NTASKS="1"))[0] is None   # srun -n 1
-    assert distributed.resolve(Cluster(), {"OMPI_MCA_orte_hnp_uri": "x", "OMPI_COMM_WORLD_SIZE": "1"})[0] is None
+    cluster_env(dict(SLURM, SLURM_NTASKS="1"))                                      # srun -n 1
+    assert distributed.resolve(Cluster(), {}) == (None, "one process")
+    for var in SLURM:
+        os.environ.pop(var)
+    cluster_env({"OMPI_MCA_orte_hnp_uri": "x", "OMPI_COMM_WORLD_SIZE": "1"})
+    assert distributed.resolve(Cluster(), {})[0] is None
 
 
-def test_flags_then_environment_give_all_three_settings():
+def test_flags_then_environment_give_all_three_settings(cluster_env):
     kwargs, why = distributed.resolve(Cluster("10.0.0.1:1234", 4, 3), {})
     assert kwargs == {"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 3}
     assert "4 processes" in why
@@ -47,18 +63,33 @@ def test_flags_then_environment_give_all_three_settings():
     assert distributed.resolve(Cluster(process_id=1), env)[0]["process_id"] == 1   # A flag beats its variable.
 
 
-def test_detected_clusters_leave_the_rest_to_jax(monkeypatch):
-    assert distributed.resolve(Cluster(), SLURM) == ({}, "a Slurm step of 2 tasks, detected")
-    ompi = {"OMPI_MCA_orte_hnp_uri": "1;tcp://10.0.0.1:3", "OMPI_COMM_WORLD_SIZE": "8"}
-    assert distributed.resolve(Cluster(), ompi) == ({}, "an Open MPI job of 8 ranks, detected")
-    assert distributed.resolve(Cluster(coordinator_address="h:5"), SLURM)[0] == {"coordinator_address": "h:5"}
-    monkeypatch.setattr(distributed, "_on_cloud_tpu_vm", lambda: True)
-    assert distributed.resolve(Cluster(), {}) == ({}, "a Cloud TPU VM, detected")
+def test_clusters_are_detected_by_jax_and_the_rest_left_to_it(cluster_env):
+    """Detection is JAX's own (jax._src.clusters): every environment it knows, not a private list."""
+    from jax._src.clusters import ClusterEnv
+
+    known = {env.__name__ for env in ClusterEnv._cluster_types}
+    assert {"SlurmCluster", "OmpiCluster", "K8sCluster", "GkeTpuCluster"} <= known
+    cluster_env(SLURM)
+    assert distributed.resolve(Cluster(), {}) == ({}, "SlurmCluster, 2 processes, detected by JAX")
+    assert distributed.resolve(Cluster(coordinator_address="h:5"), {})[0] == {"coordinator_address": "h:5"}
+    for var in SLURM:
+        os.environ.pop(var)
+    cluster_env({"OMPI_MCA_orte_hnp_uri": "1;tcp://10.0.0.1:3", "OMPI_COMM_WORLD_SIZE": "8"})
+    assert distributed.resolve(Cluster(), {}) == ({}, "OmpiCluster, 8 processes, detected by JAX")
 
 
-def test_num_processes_1_opts_out_even_inside_a_cluster():
-    assert distributed.resolve(Cluster(num_processes=1), SLURM) == (None, "one process (--num_processes 1)")
-    assert distributed.resolve(Cluster(), dict(SLURM, JAX_NUM_PROCESSES="1"))[0] is None
+def test_a_cluster_jax_cannot_count_is_a_one_line_error(cluster_env):
+    cluster_env(dict(SLURM, SLURM_NTASKS="many"))
+    with pytest.raises(ConfigError, match=r"^JAX detected SlurmCluster but could not count its processes "
+                                          r"\(ValueError: .*\); pass --num_processes 1 for one process"):
+        distributed.resolve(Cluster(), {})
+    assert distributed.resolve(Cluster(num_processes=1), {})[0] is None
+
+
+def test_num_processes_1_opts_out_even_inside_a_cluster(cluster_env):
+    cluster_env(SLURM)
+    assert distributed.resolve(Cluster(num_processes=1), {}) == (None, "one process (--num_processes 1)")
+    assert distributed.resolve(Cluster(), {"JAX_NUM_PROCESSES": "1"})[0] is None
 
 
 @pytest.mark.parametrize("cluster,env,message", [
@@ -71,7 +102,7 @@ def test_num_processes_1_opts_out_even_inside_a_cluster():
     (Cluster(process_id=1), {}, "also needs --coordinator_address (or JAX_COORDINATOR_ADDRESS), --num_processes"),
     (Cluster("h:1", 2), {}, "also needs --process_id (or JAX_PROCESS_ID); got only --coordinator_address h:1"),
 ])
-def test_bad_or_partial_settings_are_one_line_errors(cluster, env, message):
+def test_bad_or_partial_settings_are_one_line_errors(cluster, env, message, cluster_env):
     with pytest.raises(ConfigError) as error:
         distributed.resolve(cluster, env)
     assert message in str(error.value) and "\n" not in str(error.value)
@@ -181,3 +212,30 @@ def test_two_processes_on_localhost_match_one_process_with_4_devices(digits_npz,
     assert step_one == step_two == 20
     for x, y in zip(jax.tree.leaves(params_one), jax.tree.leaves(params_two)):
         np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_every_process_at_the_same_step(digits_npz, tmp_path):
+    """Preemption reaching one host only: process 1 gets SIGTERM after the first evaluation.
+    The processes agree at the end of the chunk (jaxae.distributed.stop_agreed), so both stop
+    after the same chunk, save that step together (one collective Orbax save) and exit 130;
+    deciding alone, process 1 would stop a chunk earlier and the collectives would no longer
+    pair up."""
+    flags = ["--dataset", digits_npz, "--eval_every", 20, "--checkpoint_every", 100000, "--steps_per_call", 5,
+             "--hidden_dims", 32, "--latent_dim", 4, "--batch_size", 64, "--steps", 100000, "--no_progress"]
+    workdir = tmp_path / "run"
+    port = _free_port()
+    pair = [_train(workdir, 2, "--coordinator_address", f"localhost:{port}", "--num_processes", 2, "--process_id", i,
+                   flags=flags, xla_cache=None) for i in (0, 1)]
+    pair[1].signal_after(workdir / "metrics.jsonl", signal.SIGTERM, 0.5)
+    try:
+        results = [process.result(timeout=300) for process in pair]
+    finally:
+        for process in pair:
+            process.stop()
+    for result in results:
+        assert result.returncode == 130, result.stderr[-3000:]
+    saved = sorted(int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit())
+    assert len(saved) == 1 and 20 <= saved[0] < 100000 and saved[0] % 5 == 0, saved
+    for result in results:
+        assert f"saved a checkpoint at step {saved[0]}" in result.stderr and "Traceback" not in result.stderr

@@ -1,12 +1,13 @@
 """Atomic file writes and safe .npz reads (jaxae.io)."""
 
+import errno
 import os
 
 import numpy as np
 import pytest
 
 from jaxae import io
-from jaxae.errors import ConfigError
+from jaxae.errors import ConfigError, WriteError
 
 
 def test_atomic_path_renames_the_temporary_file_on_success(tmp_path):
@@ -56,9 +57,32 @@ def test_write_text(tmp_path):
     io.write_text(str(tmp_path / "a.json"), '{"x": 2}\n')
     assert (tmp_path / "a.json").read_text() == '{"x": 2}\n'
     assert os.listdir(tmp_path) == ["a.json"]
-    with pytest.raises(FileNotFoundError):
-        io.write_text(str(tmp_path / "missing" / "a.json"), "x")
+    missing = str(tmp_path / "missing" / "a.json")
+    with pytest.raises(WriteError, match=f"^cannot write '{missing}': No such file or directory \\(ENOENT\\)$"):
+        io.write_text(missing, "x")
     assert os.listdir(tmp_path) == ["a.json"]
+
+
+def test_failure_reason_names_the_os_error():
+    assert io.failure_reason(OSError(errno.ENOSPC, "No space left on device")) == "No space left on device (ENOSPC)"
+    # TensorStore (Orbax) reports the errno inside a ValueError's message.
+    tensorstore = ValueError('RESOURCE_EXHAUSTED: Error writing "a/0" in OCDBT database at local file "/x/": '
+                             "Failed to write 5 bytes to file 7: File too large [os_error_code='27']")
+    assert io.failure_reason(tensorstore) == "File too large (EFBIG)"
+    assert io.failure_reason(ValueError("first line\nsecond")) == "first line"
+
+
+def test_a_full_disk_is_one_write_error_and_the_old_file_stays(tmp_path):
+    """/dev/full fails every write with ENOSPC, as a full disk does: the temporary file the
+    write goes to is made a link to it."""
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    tmp = f"{target}.tmp.{os.getpid()}"
+    os.symlink("/dev/full", tmp)
+    with pytest.raises(WriteError) as error:
+        io.write_text(str(target), "new " * 10000)
+    assert str(error.value) == f"cannot write '{target}': No space left on device (ENOSPC)"
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["out.txt"]
 
 
 def test_read_npz_refuses_what_is_not_plain_arrays(tmp_path):

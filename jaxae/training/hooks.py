@@ -4,6 +4,7 @@ process 0 writes files (jaxae.distributed)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -12,8 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxae import distributed, evaluation, images, inputs, io, priors, sampling
+from jaxae import distributed, evaluation, images, inputs, io, priors, sampling, tensorboard
 from jaxae import workdir as layout
+from jaxae.errors import WriteError
 
 NUM_GRID_SAMPLES = 64
 NUM_GRID_RECONSTRUCTIONS = 32  # 4 rows of 8 inputs, each above its reconstructions.
@@ -26,16 +28,20 @@ class MetricsLog:
     def __init__(self, workdir: str):
         self.path = os.path.join(workdir, layout.METRICS_FILE)
         self.primary = distributed.is_primary()
-        self.writer = distributed.summary_writer(os.path.join(workdir, layout.TENSORBOARD_DIR))
+        self.writer = tensorboard.writer(os.path.join(workdir, layout.TENSORBOARD_DIR), self.primary)
 
     def truncate(self, last_step: int) -> None:
-        """Drops records written after ``last_step`` (by a run that died before checkpointing)."""
+        """Drops records written after ``last_step`` (by a run that died before checkpointing),
+        and lines that are not a record (a line cut short by a crash or a full disk)."""
         if not self.primary or not os.path.exists(self.path):
             return
-        with open(self.path) as f:
-            kept = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
-        with io.atomic_path(self.path) as tmp, open(tmp, "w") as f:
-            f.writelines(kept)
+        with open(self.path, errors="replace") as f:
+            lines = f.readlines()
+        steps = [_step_of(line) for line in lines]
+        kept = [line.rstrip("\n") + "\n" for line, step in zip(lines, steps) if step is not None and step <= last_step]
+        if kept != lines:
+            with io.atomic_path(self.path) as tmp, open(tmp, "w") as f:
+                f.writelines(kept)
 
     def train_chunk(self, metrics: dict[str, np.ndarray], step: int) -> None:
         for name, values in metrics.items():
@@ -43,15 +49,32 @@ class MetricsLog:
 
     def evaluation(self, record: dict, test: dict[str, float], step: int) -> None:
         if self.primary:
-            with open(self.path, "a") as f:
+            with io.writing(self.path), open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
         for name, value in test.items():
             self.writer.add_scalar(f"test/{name}", value, step)
         if np.isfinite(record.get("train_images_per_sec", float("nan"))):
             self.writer.add_scalar("train/images_per_sec", record["train_images_per_sec"], step)
+        self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        """Flushes and closes the TensorBoard file (WriteError if it cannot be written); idempotent."""
+        writer, self.writer = self.writer, tensorboard.NullWriter()
+        writer.close()
+
+    def abandon(self) -> None:
+        """Closes after a failure that is already being reported (write errors are dropped)."""
+        with contextlib.suppress(WriteError):
+            self.close()
+
+
+def _step_of(line: str) -> int | None:
+    """The step of a metrics.jsonl line, or None when the line is not a whole record."""
+    try:
+        record = json.loads(line)
+        return int(record["step"]) if isinstance(record, dict) else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def encode_all(model, params, images_: jax.Array, labels: jax.Array | None, batch_size: int = 1000) -> np.ndarray:
@@ -95,8 +118,8 @@ def write_images(model, params, test_images: jax.Array, test_labels: jax.Array |
     images.save_png(os.path.join(workdir, layout.SAMPLES_FILE), samples, num_cols=8)
     images.save_png(os.path.join(workdir, layout.RECONSTRUCTIONS_FILE), pairs, num_cols=8)
     if log is not None:
-        log.writer.add_image("samples", images.image_grid(samples, 8), step, dataformats="HWC")
-        log.writer.add_image("reconstructions", images.image_grid(pairs, 8), step, dataformats="HWC")
+        log.writer.add_image("samples", images.image_grid(samples, 8), step)
+        log.writer.add_image("reconstructions", images.image_grid(pairs, 8), step)
 
 
 def evaluate(model, params, test_images, test_labels) -> dict[str, float]:

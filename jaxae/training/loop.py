@@ -23,10 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxae import checkpoints, data, distributed, families, hardware, inputs
+from jaxae import checkpoints, data, distributed, families, hardware, inputs, io
 from jaxae import workdir as layout
 from jaxae.config import Config, total_steps, validate
-from jaxae.errors import ConfigError, TrainingError
+from jaxae.errors import ConfigError, TrainingError, WriteError
 from jaxae.training import hooks
 from jaxae.training.interrupt import StopRequest, save_on_interrupt
 from jaxae.training.state import create_train_state, make_optimizer
@@ -116,7 +116,10 @@ def check_model_size(model) -> int:
 
 
 def _last_good(checkpointer: checkpoints.Checkpointer) -> str:
-    checkpointer.wait()
+    try:
+        checkpointer.wait()
+    except WriteError:  # The save in flight failed: the newest complete one is the last good one.
+        pass
     good = checkpointer.latest_step()
     return f"last good checkpoint: {'none' if good is None else os.path.join(checkpointer.directory, str(good))}"
 
@@ -172,18 +175,24 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
     with contextlib.ExitStack() as locked:
         primary = distributed.is_primary()
         if primary:  # One lock per run: process 0 holds it for all.
-            os.makedirs(workdir, exist_ok=True)
+            with io.writing(workdir):
+                os.makedirs(workdir, exist_ok=True)
             locked.enter_context(layout.lock(workdir))
             if reset:
                 layout.reset(workdir)
         distributed.barrier("workdir_ready")
         checkpointer = checkpoints.Checkpointer(workdir, keep=run.keep_checkpoints)
+        locked.callback(checkpointer.abandon)  # Closed below on success; on any failure, quietly.
         restored = checkpointer.restore(state)
         start = 0
         if restored is not None:
             start, state = restored
             log.info("resuming from step %d of %s", start, checkpointer.directory)
+        elif checkpointer.steps():  # Training from scratch would delete them (--keep_checkpoints).
+            raise ConfigError(f"--workdir {workdir!r}: no checkpoint in {checkpointer.directory!r} is readable "
+                              f"(steps {checkpointer.steps()}); move them away, or pass --reset to start over")
         metrics_log = hooks.MetricsLog(workdir)
+        locked.callback(metrics_log.abandon)
         metrics_log.truncate(start)
         if primary:
             config.save(layout.config_path(workdir))
@@ -216,8 +225,9 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
         step = start
         stop = StopRequest()
         try:
-            for length in chunk_lengths(start, total, (run.eval_every, run.checkpoint_every),
-                                        hardware.steps_per_call(run.steps_per_call, model.convolutional)):
+            for chunk, length in enumerate(chunk_lengths(
+                    start, total, (run.eval_every, run.checkpoint_every),
+                    hardware.steps_per_call(run.steps_per_call, model.convolutional))):
                 compiled_before = length in runners
                 if not compiled_before:
                     runners[length] = make_multi_step(train_step, run.batch_size, len(train_split), length, mesh,
@@ -272,20 +282,20 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
                         (bar.write if bar is not None else print)(message)
                 if step % run.checkpoint_every == 0 or step == total:
                     checkpointer.save(step, view(state))
-                if stop.requested:
+                if distributed.stop_agreed(stop.requested, chunk):
                     raise KeyboardInterrupt
-        except KeyboardInterrupt:  # Ctrl-C, timeout -s INT, SIGTERM (preemption): keep the progress.
-            save_on_interrupt(checkpointer, view(state))
             checkpointer.close()
             metrics_log.close()
+        except KeyboardInterrupt:  # Ctrl-C, timeout -s INT, SIGTERM (preemption): keep the progress.
+            save_on_interrupt(checkpointer, view(state))
             raise
+        except WriteError as e:  # Full disk and the like: the checkpoints Orbax completed are intact.
+            raise WriteError(f"{e}; {_last_good(checkpointer)}; rerun the same command to resume once it can "
+                             "be written") from None
         finally:
             stop.restore()
-        checkpointer.wait()
-        checkpointer.close()
-        metrics_log.close()
-        if bar is not None:
-            bar.close()
+            if bar is not None:
+                bar.close()
         if not last:  # Nothing left to train: evaluate the restored state.
             test = hooks.evaluate(model, view(state.eval_params()), test_images, test_labels)
             last = {"step": step, **{f"test_{k}": v for k, v in test.items()}}

@@ -3,6 +3,7 @@ chunks stop at every boundary, a resumed run equals an uninterrupted one, and a 
 non-finite loss stops training with the last good checkpoint intact."""
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -97,14 +98,21 @@ def _config(tfds_dir, **changes):
                          **changes)
 
 
-def test_resume_gives_identical_params_and_metrics(tfds_dir, tmp_path):
+@pytest.fixture(scope="module")
+def straight(tfds_dir, tmp_path_factory):
+    """10 steps straight: (the last evaluation record, the workdir)."""
+    run = str(tmp_path_factory.mktemp("straight"))
+    return training.train_and_evaluate(_config(tfds_dir, steps=10), run, progress=False), run
+
+
+def test_resume_gives_identical_params_and_metrics(tfds_dir, tmp_path, straight):
     """10 steps straight (crossing three epochs) == 4 steps, then resumed to 10 in a new call."""
-    straight = training.train_and_evaluate(_config(tfds_dir, steps=10), str(tmp_path / "a"), progress=False)
+    straight, straight_dir = straight
     first = training.train_and_evaluate(_config(tfds_dir, steps=4), str(tmp_path / "b"), progress=False)
     assert first["step"] == 4
     resumed = training.train_and_evaluate(_config(tfds_dir, steps=10), str(tmp_path / "b"), progress=False)
     assert straight["step"] == resumed["step"] == 10
-    _, params_a, step_a = workdir.load_model(str(tmp_path / "a"))
+    _, params_a, step_a = workdir.load_model(straight_dir)
     _, params_b, step_b = workdir.load_model(str(tmp_path / "b"))
     assert step_a == step_b == 10
     _assert_trees_equal(params_a, params_b)
@@ -113,8 +121,8 @@ def test_resume_gives_identical_params_and_metrics(tfds_dir, tmp_path):
            {k: v for k, v in resumed.items() if k not in nondeterministic}
     # metrics.jsonl holds one record per evaluation (4, 8, 10), the same in both.
     records = {}
-    for name in ("a", "b"):
-        with open(tmp_path / name / workdir.METRICS_FILE) as f:
+    for name, folder in (("a", straight_dir), ("b", str(tmp_path / "b"))):
+        with open(os.path.join(folder, workdir.METRICS_FILE)) as f:
             records[name] = [json.loads(line) for line in f]
     assert [r["step"] for r in records["a"]] == [r["step"] for r in records["b"]] == [4, 8, 10]
     assert [r["test_nelbo"] for r in records["a"]] == [r["test_nelbo"] for r in records["b"]]
@@ -153,3 +161,49 @@ def test_persistent_skipping_stops_training_with_max_skipped(tfds_dir, tmp_path)
                                             r"--skip_threshold 1e-09\); stopped \(--max_skipped 3\); "
                                             r"last good checkpoint: none;"):
         training.train_and_evaluate(config, str(tmp_path), progress=False)
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_write_error_and_the_run_resumes_exactly(
+        tfds_dir, tmp_path, monkeypatch, straight):
+    """With too little free space for step 8's checkpoint, training stops with one WriteError
+    naming the folder, the sizes and the last good checkpoint (step 4, intact); once space
+    is back, the same call resumes from step 4 and ends as an uninterrupted run does."""
+    from jaxae import checkpoints
+    from jaxae.errors import WriteError
+
+    straight, straight_dir = straight
+    run = str(tmp_path / "b")
+    training.train_and_evaluate(_config(tfds_dir, steps=4), run, progress=False)
+    real = checkpoints.shutil.disk_usage
+    monkeypatch.setattr(checkpoints.shutil, "disk_usage", lambda path: real(path)._replace(free=1000))
+    folder = checkpoints.checkpoint_dir(run)
+    with pytest.raises(WriteError) as error:
+        training.train_and_evaluate(_config(tfds_dir, steps=10), run, progress=False)
+    message = str(error.value)
+    assert message.startswith(f"cannot write a checkpoint of step 8 in '{folder}': it needs about ")
+    assert message.endswith(f"MiB and 0.0 MiB are free; last good checkpoint: {folder}/4; rerun the same command "
+                            "to resume once it can be written") and "\n" not in message
+    assert sorted(os.listdir(folder)) == ["4"] and not os.path.exists(os.path.join(run, workdir.LOCK_FILE))
+    monkeypatch.undo()
+    resumed = training.train_and_evaluate(_config(tfds_dir, steps=10), run, progress=False)
+    nondeterministic = {"train_images_per_sec"}
+    assert {k: v for k, v in straight.items() if k not in nondeterministic} == \
+           {k: v for k, v in resumed.items() if k not in nondeterministic}
+    _assert_trees_equal(workdir.load_model(straight_dir)[1], workdir.load_model(run)[1])
+    with open(os.path.join(run, workdir.METRICS_FILE)) as f:
+        assert [json.loads(line)["step"] for line in f] == [4, 8, 10]  # Step 8's first record was dropped.
+
+
+def test_unreadable_checkpoints_are_refused_not_trained_over(tfds_dir, tmp_path):
+    """Starting from scratch would let --keep_checkpoints delete them: refuse, touch nothing."""
+    run = str(tmp_path)
+    training.train_and_evaluate(_config(tfds_dir, steps=4), run, progress=False)
+    folder = os.path.join(run, "checkpoints", "4")
+    for parent, _, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(parent, name), "wb") as f:
+                f.write(b"garbage")
+    with pytest.raises(ConfigError, match=r"no checkpoint in '.*checkpoints' is readable \(steps \[4\]\); move them "
+                                          r"away, or pass --reset to start over$"):
+        training.train_and_evaluate(_config(tfds_dir, steps=8), run, progress=False)
+    assert os.listdir(os.path.join(run, "checkpoints")) == ["4"]
