@@ -29,6 +29,11 @@ from jaxae.errors import ConfigError
 MAX_RESIDENT_BYTES = 4 << 30
 
 
+INPUT_MODES = ("binary", "dynamic", "grey", "dequantize")
+MAX_SIDE = 1 << 15
+MAX_CLASSES = 1 << 20
+
+
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
     """How images enter the model (hashable: used as a jit-static argument).
@@ -41,6 +46,16 @@ class InputSpec:
     image_shape: tuple[int, int, int]
     num_classes: int
     mode: str
+
+    def __post_init__(self):
+        shape = self.image_shape
+        if len(shape) != 3 or not all(isinstance(n, int) and 0 < n <= MAX_SIDE for n in shape):
+            raise ConfigError(f"image shape {tuple(shape)} must be (height, width, channels) with each in "
+                              f"1..{MAX_SIDE}")
+        if not isinstance(self.num_classes, int) or not 0 <= self.num_classes <= MAX_CLASSES:
+            raise ConfigError(f"num_classes {self.num_classes!r} must be in 0..{MAX_CLASSES}")
+        if self.mode not in INPUT_MODES:
+            raise ConfigError(f"input mode {self.mode!r} must be one of {', '.join(INPUT_MODES)}")
 
     @property
     def num_dims(self) -> int:

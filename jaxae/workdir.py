@@ -99,6 +99,8 @@ def load_input_spec(workdir: str) -> InputSpec:
             d = json.load(f)
         return InputSpec(image_shape=tuple(int(v) for v in d["image_shape"]),
                          num_classes=int(d["num_classes"]), mode=str(d["mode"]))
+    except ConfigError as e:
+        raise ConfigError(f"{path!r} is not a valid input spec: {e}") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"cannot read {path!r} ({type(e).__name__}: {e}); "
                           f"is {workdir!r} a train.py workdir?") from None
@@ -116,8 +118,9 @@ def load_model(workdir: str):
     from jaxae.training.state import create_train_state, make_optimizer
 
     config = load_config(workdir)
+    spec = load_input_spec(workdir)
     try:
-        model = make_model(config, load_input_spec(workdir))
+        model = make_model(config, spec)
     except ConfigError as e:
         raise ConfigError(f"cannot build the model saved in {workdir!r}: {e}") from None
     # The optimizer's state only gives the checkpoint's structure: its schedule does not matter.

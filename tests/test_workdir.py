@@ -81,6 +81,16 @@ def test_input_spec_round_trip_and_errors(tmp_path):
         workdir.load_input_spec(str(tmp_path))
     with pytest.raises(ConfigError, match=r"^cannot read .*input_spec.json' \(FileNotFoundError"):
         workdir.load_input_spec(str(tmp_path / "none"))
+    for crafted, message in [
+            ({"image_shape": [28, -5, 1], "num_classes": 10, "mode": "dynamic"},
+             r"image shape \(28, -5, 1\) must be \(height, width, channels\) with each in 1..32768"),
+            ({"image_shape": [28, 28], "num_classes": 10, "mode": "dynamic"}, r"image shape \(28, 28\) must be"),
+            ({"image_shape": [28, 28, 1], "num_classes": -1, "mode": "dynamic"}, r"num_classes -1 must be in 0.."),
+            ({"image_shape": [28, 28, 1], "num_classes": 10, "mode": "weird"},
+             r"input mode 'weird' must be one of binary, dynamic, grey, dequantize")]:
+        (tmp_path / workdir.INPUT_SPEC_FILE).write_text(json.dumps(crafted))
+        with pytest.raises(ConfigError, match=r"^'.*input_spec.json' is not a valid input spec: " + message):
+            workdir.load_input_spec(str(tmp_path))
 
 
 def test_reset_removes_the_run_but_keeps_other_files(tmp_path):
