@@ -1,10 +1,13 @@
-"""Input: TFDS (or .npz) image datasets read whole into host memory as uint8 splits.
+"""Input: TFDS, .npz or image-folder datasets read whole into host memory as uint8 splits.
 
-Every dataset, the embedded default ``mnist_5k`` included, goes through TFDS:
+A named dataset, the embedded default ``mnist_5k`` included, goes through TFDS:
 ``tfds.builder(name).download_and_prepare(...)`` then the whole split is read into
 memory as uint8 (N, H, W, C). Small datasets (MNIST family, CIFAR-10) then live on
 the device; training batches are gathered there from a per-epoch permutation
-(jaxae.inputs.epoch_permutation), so no step waits on the host.
+(jaxae.inputs.epoch_permutation), so no step waits on the host. An ``.npz`` file
+(:class:`ArraySource`) and a folder of image files (jaxae.folders, decoded once into a
+cached ``.npz``) are read without TensorFlow. ``--image_size`` fits every image to a square
+once, on the host, as a split is loaded (:func:`load_split`).
 
 How a uint8 image becomes model input is fixed by :class:`InputSpec` and done on the
 device by jaxae.inputs: already-binary data is used as is; 8-bit data is either
@@ -20,7 +23,7 @@ import re
 
 import numpy as np
 
-from jaxae import io
+from jaxae import images, io
 from jaxae.config import DataConfig, ModelConfig
 from jaxae.errors import ConfigError
 
@@ -89,10 +92,11 @@ class ArraySource:
     splits: tuple[str, ...]
     image_shape: tuple[int, int, int]
     num_classes: int
+    title: str | None = None  # What messages call it (default: the file's name), e.g. the folder it caches.
 
     @property
     def name(self) -> str:
-        return os.path.basename(self.path)
+        return self.title or os.path.basename(self.path)
 
     @classmethod
     def open(cls, path: str) -> "ArraySource":
@@ -122,15 +126,19 @@ class ArraySource:
                    num_classes=0 if num_classes is None else int(num_classes))
 
     def load(self, split: str) -> Split:
-        """A split by name, or a slice of one with integer bounds, e.g. ``train[45000:]``."""
-        match = re.fullmatch(r"(\w+)(?:\[(-?\d*):(-?\d*)\])?", split)
+        """A split by name, or a slice of one with integer or percent bounds, e.g. ``train[45000:]``
+        or ``train[:90%]`` (a percent bound is rounded to the nearest image)."""
+        match = re.fullmatch(r"(\w+)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?", split)
         if match is None:
-            raise ConfigError(f"split {split!r} of {self.name!r}: use a name or name[start:stop] with integers")
-        name, start, stop = match.group(1), match.group(2) or None, match.group(3) or None
+            raise ConfigError(f"split {split!r} of {self.name!r}: use a name or name[start:stop] with integers "
+                              "or percents")
+        name, start, stop = match.groups()
         if name not in self.splits:
             raise ConfigError(f"split {split!r} is not in {self.name!r}; it has {list(self.splits)}")
-        bounds = [None if b is None else int(b) for b in (start, stop)]
         arrays = io.read_npz(self.path, "--dataset")
+        count = len(arrays[f"{name}_images"])
+        bounds = [None if b is None else round(count * int(b[:-1]) / 100) if b.endswith("%") else int(b)
+                  for b in (start, stop)]
         images = arrays[f"{name}_images"][bounds[0]:bounds[1]]
         labels = arrays[f"{name}_labels"][bounds[0]:bounds[1]] if f"{name}_labels" in arrays else None
         if not len(images):
@@ -154,6 +162,10 @@ def prepared_builder(config: DataConfig):
     or an :class:`ArraySource` when the dataset is an ``.npz`` file."""
     if config.dataset.endswith(NPZ_SUFFIX):
         return ArraySource.open(config.dataset)
+    if os.path.isdir(config.dataset):
+        from jaxae import folders  # It builds on this module.
+
+        return folders.prepare(config.dataset, config.image_size, config.data_dir)
     tfds = _tfds()
     try:
         builder = tfds.builder(config.dataset, data_dir=config.data_dir)
@@ -186,12 +198,21 @@ def prepared_builder(config: DataConfig):
     return builder
 
 
-def load_split(builder, split: str) -> Split:
-    """Reads a whole split of a prepared builder into host memory.
+def load_split(builder, split: str, image_size: int | None = None) -> Split:
+    """Reads a whole split of a prepared builder into host memory, every image fitted to
+    ``image_size`` x ``image_size`` (jaxae.images.fit: shorter side resized, antialiased, then
+    centre-cropped) when given; a folder dataset's cache already holds them at that size.
 
     ``split`` is a split name or any TFDS split expression: a slice such as
     ``train[45000:]`` or ``train[:90%]``, or a union such as ``train+test``.
     """
+    loaded = _load_split(builder, split)
+    if image_size is None:
+        return loaded
+    return dataclasses.replace(loaded, images=images.fit_all(loaded.images, image_size))
+
+
+def _load_split(builder, split: str) -> Split:
     if isinstance(builder, ArraySource):
         return builder.load(split)
     tfds = _tfds()
@@ -220,10 +241,10 @@ def load_split(builder, split: str) -> Split:
 
 def input_spec(data: DataConfig, model: ModelConfig, builder, train: Split) -> InputSpec:
     """Decides how images are scored from the data, the likelihood and the binarization setting."""
+    image_shape = tuple(int(d) for d in train.images.shape[1:])  # After any --image_size.
     if isinstance(builder, ArraySource):
-        image_shape, num_classes = builder.image_shape, builder.num_classes
+        num_classes = builder.num_classes
     else:
-        image_shape = tuple(int(d) for d in builder.info.features["image"].shape)
         label = builder.info.features["label"] if "label" in builder.info.features else None
         num_classes = int(getattr(label, "num_classes", 0) or 0)
     if int(train.images.max(initial=0)) <= 1:
