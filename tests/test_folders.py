@@ -222,12 +222,12 @@ def test_image_size_applies_to_npz_and_tfds_sources(tmp_path, mnist5k):
 
 @pytest.mark.slow
 def test_train_and_sample_on_a_folder_of_mixed_images(tmp_path):
-    """train.py --dataset DIR --image_size 16 (conditional on the class folders, flipped)
+    """train.py --dataset DIR --image_size 16 (conditional on the class folders, with both augmentations)
     for 2 steps, then sample.py draws each class; a bad --image_size is one line and exit 2."""
     _colour_folder(tmp_path / "shapes")
     workdir, cache = tmp_path / "run", tmp_path / "cache"
     flags = ["--dataset", tmp_path / "shapes", "--data_dir", cache, "--image_size", 16, "--conditional",
-             "--hflip", "--binarize", "none", "--steps", 2, "--batch_size", 8, "--hidden_dims", 16,
+             "--random_crop", "--hflip", "--binarize", "none", "--steps", 2, "--batch_size", 8, "--hidden_dims", 16,
              "--latent_dim", 2, "--no_progress"]
     code, out, err = call("train.py", "--workdir", workdir, *flags)
     assert code == 0, err[-3000:]

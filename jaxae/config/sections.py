@@ -49,6 +49,8 @@ class DataConfig:
     image_size: int | None = _f(None, "resize every image once on loading: shorter side to N (antialiased), then "
                                 "the centred N x N square (default: keep the native size)")
     hflip: bool = _f(False, "flip training images left-right at random (augmentation; never in evaluation)")
+    random_crop: bool = _f(False, "crop training images at a random offset after reflect-padding each side by "
+                           "1/8 of the shorter side (augmentation; never in evaluation)")
     input_noise: str = _f("none", "corrupt the encoder input only (denoising); the likelihood scores the "
                           "clean image", INPUT_NOISE)
     noise_level: float = _f(0.0, "flip/mask probability or Gaussian std of --input_noise")

@@ -204,7 +204,8 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
         perm = stack(jax.device_put(inputs.epoch_permutation(data_key, start // steps_per_epoch, len(train_split)),
                                     replicated))
 
-        preprocess = inputs.Preprocessing(spec, config.data.hflip, config.data.input_noise, config.data.noise_level)
+        preprocess = inputs.Preprocessing(spec, config.data.hflip, config.data.input_noise, config.data.noise_level,
+                                          config.data.random_crop)
         train_step = make_train_step(model, optimizer, preprocess, axis_name=PMAP_AXIS if pmap_devices else None,
                                      skip_threshold=config.optimizer.skip_threshold,
                                      ema_decay=config.optimizer.ema_decay)
