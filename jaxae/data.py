@@ -30,6 +30,8 @@ from jaxae.errors import ConfigError
 # Datasets larger than this are refused until a streaming pipeline exists: they would
 # not fit in device memory as a whole split.
 MAX_RESIDENT_BYTES = 4 << 30
+# Images read from TFDS at a time when --image_size fits them on loading.
+FIT_BATCH = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,15 +208,10 @@ def load_split(builder, split: str, image_size: int | None = None) -> Split:
     ``split`` is a split name or any TFDS split expression: a slice such as
     ``train[45000:]`` or ``train[:90%]``, or a union such as ``train+test``.
     """
-    loaded = _load_split(builder, split)
-    if image_size is None:
-        return loaded
-    return dataclasses.replace(loaded, images=images.fit_all(loaded.images, image_size))
-
-
-def _load_split(builder, split: str) -> Split:
     if isinstance(builder, ArraySource):
-        return builder.load(split)
+        loaded = builder.load(split)
+        return loaded if image_size is None else dataclasses.replace(loaded,
+                                                                     images=images.fit_all(loaded.images, image_size))
     tfds = _tfds()
     known = sorted(builder.info.splits)
     try:
@@ -228,15 +225,24 @@ def _load_split(builder, split: str) -> Split:
     if not num_examples:
         raise ConfigError(f"split {split!r} of {builder.name!r} is empty")
     image = builder.info.features["image"]
-    num_bytes = num_examples * math.prod(image.shape)
+    shape = image.shape if image_size is None else (image_size, image_size, image.shape[2])
+    num_bytes = num_examples * math.prod(shape)
     if num_bytes > MAX_RESIDENT_BYTES:
         raise ConfigError(
-            f"split {split!r} of {builder.name!r} needs {num_bytes / 2**30:.1f} GiB as uint8; "
+            f"split {split!r} of {builder.name!r} needs {num_bytes / 2**30:.1f} GiB as uint8 {tuple(shape)} images; "
             f"device-resident data is limited to {MAX_RESIDENT_BYTES / 2**30:.0f} GiB")
-    arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
-    labels = arrays.get("label")
-    return Split(images=np.asarray(arrays["image"], np.uint8),
-                 labels=None if labels is None else np.asarray(labels, np.int32))
+    if image_size is None:
+        arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
+        labels = arrays.get("label")
+        return Split(images=np.asarray(arrays["image"], np.uint8),
+                     labels=None if labels is None else np.asarray(labels, np.int32))
+    # Fitted batch by batch, so that only the fitted split is held whole (e.g. celeb_a at 64 x 64).
+    fitted, labels = [], []
+    for batch in tfds.as_numpy(builder.as_dataset(split=split, batch_size=FIT_BATCH, shuffle_files=False)):
+        fitted.append(images.fit_all(np.asarray(batch["image"], np.uint8), image_size))
+        if "label" in batch:
+            labels.append(np.asarray(batch["label"], np.int32))
+    return Split(images=np.concatenate(fitted), labels=np.concatenate(labels) if labels else None)
 
 
 def input_spec(data: DataConfig, model: ModelConfig, builder, train: Split) -> InputSpec:

@@ -200,7 +200,7 @@ def test_bad_folder_layouts_are_one_line_errors(tmp_path):
         data.prepared_builder(Config.create(dataset=str(tmp_path / "missing.npz")).data)
 
 
-def test_image_size_applies_to_npz_and_tfds_sources(tmp_path, mnist5k):
+def test_image_size_applies_to_npz_and_tfds_sources(tmp_path, mnist5k, monkeypatch):
     rng = np.random.default_rng(0)
     train = data.Split(images=rng.integers(0, 256, (5, 6, 10, 3), dtype=np.uint8), labels=None)
     path = str(tmp_path / "wide.npz")
@@ -212,10 +212,12 @@ def test_image_size_applies_to_npz_and_tfds_sources(tmp_path, mnist5k):
         np.testing.assert_array_equal(got, images.fit(image, 4))
     config = Config.create(dataset=path, image_size=4)
     assert data.input_spec(config.data, config.model, source, fitted).image_shape == (4, 4, 3)
-    builder = mnist5k[0]
-    digits = data.load_split(builder, "test[:3]", image_size=14)
-    assert digits.images.shape == (3, 14, 14, 1)
-    np.testing.assert_array_equal(digits.images[0], images.fit(mnist5k[2].images[0], 14))
+    builder, _, test = mnist5k
+    monkeypatch.setattr(data, "FIT_BATCH", 128)  # Read and fitted in 4 batches, in order.
+    digits = data.load_split(builder, "test", image_size=14)
+    assert digits.images.shape == (500, 14, 14, 1)
+    np.testing.assert_array_equal(digits.labels, test.labels)
+    np.testing.assert_array_equal(digits.images, images.fit_all(test.images, 14))
 
 
 # --- The command line ---
