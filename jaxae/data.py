@@ -173,9 +173,10 @@ def prepared_builder(config: DataConfig):
         builder = tfds.builder(config.dataset, data_dir=config.data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         raise ConfigError(
-            f"--dataset {config.dataset!r} is not a TFDS dataset; use a name from "
+            f"--dataset {config.dataset!r} is not a TFDS dataset, an .npz file or a folder; use a name from "
             "tfds.list_builders(), e.g. mnist_5k (embedded), mnist, binarized_mnist, fashion_mnist, cifar10, "
-            "or cifar10_binary (CIFAR-10 from the extracted official binary release in --manual_dir)"
+            "or cifar10_binary (CIFAR-10 from the extracted official binary release in --manual_dir), or a "
+            "folder holding train/ and test/ image folders"
         ) from None
     features = builder.info.features
     image = features["image"] if "image" in features else None

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_cli import call, one_line
+from test_cli import _params, call, one_line
 
 from jaxae import data, folders, images
 from jaxae.config import Config, ConfigError
@@ -225,7 +225,8 @@ def test_image_size_applies_to_npz_and_tfds_sources(tmp_path, mnist5k, monkeypat
 @pytest.mark.slow
 def test_train_and_sample_on_a_folder_of_mixed_images(tmp_path):
     """train.py --dataset DIR --image_size 16 (conditional on the class folders, with both augmentations)
-    for 2 steps, then sample.py draws each class; a bad --image_size is one line and exit 2."""
+    for 2 steps, then sample.py draws each class; resumed to 4 steps (past an epoch) it equals a
+    straight 4-step run bitwise; a bad --image_size is one line and exit 2."""
     _colour_folder(tmp_path / "shapes")
     workdir, cache = tmp_path / "run", tmp_path / "cache"
     flags = ["--dataset", tmp_path / "shapes", "--data_dir", cache, "--image_size", 16, "--conditional",
@@ -246,6 +247,13 @@ def test_train_and_sample_on_a_folder_of_mixed_images(tmp_path):
         assert grid.mode == "RGB"
     code, out, err = call("sample.py", "--workdir", workdir, "--reconstruct", 4, "--output", tmp_path / "r.png")
     assert code == 0, err[-3000:]
+    for run, steps in ((workdir, 4), (tmp_path / "straight", 4)):
+        code, _, err = call("train.py", "--workdir", run, *flags, "--steps", steps)
+        assert code == 0, err[-3000:]
+    (resumed, step), (straight, _) = _params(workdir), _params(tmp_path / "straight")
+    assert step == 4
+    for x, y in zip(resumed, straight):
+        np.testing.assert_array_equal(x, y)
     for size, shown in (("0", "got 0"), ("-5", "got -5"), ("100000", "got 100000")):
         code, _, err = call("train.py", "--workdir", tmp_path / f"bad{size}", *flags, "--image_size", size)
         assert code == 2 and one_line(err).endswith(
