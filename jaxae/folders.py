@@ -72,18 +72,16 @@ class Listing:
         return digest.hexdigest()
 
 
-def _visible(folder: str) -> list[str]:
-    return sorted(name for name in os.listdir(folder) if not name.startswith("."))
+def _is_image(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in Image.registered_extensions()
 
 
 def _image_files(folder: str, root: str) -> list[str]:
     """Image files under ``folder`` at any depth, as sorted paths relative to ``root``."""
-    extensions = Image.registered_extensions()
     found = []
     for parent, dirs, names in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [os.path.relpath(os.path.join(parent, name), root) for name in names
-                  if not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions]
+        found += [os.path.relpath(os.path.join(parent, name), root) for name in names if _is_image(name)]
     return sorted(found)
 
 
@@ -97,14 +95,12 @@ def scan(root: str) -> Listing:
         folder = os.path.join(root, split)
         if not os.path.isdir(folder):
             continue
-        entries = _visible(folder)
-        subfolders = [e for e in entries if os.path.isdir(os.path.join(folder, e))]
-        extensions = Image.registered_extensions()
-        loose = [e for e in entries if e not in subfolders and os.path.splitext(e)[1].lower() in extensions]
-        if subfolders:
-            if loose:
-                raise ConfigError(f"--dataset {root!r}: {split}/ mixes images ({loose[0]}) with class folders; "
-                                  "put every image in its class folder, or use no class folders")
+        entries = sorted(os.listdir(folder))
+        subfolders = [e for e in entries if not e.startswith(".") and os.path.isdir(os.path.join(folder, e))]
+        loose = [e for e in entries if e not in subfolders and _is_image(e)]
+        if subfolders and loose:
+            raise ConfigError(f"--dataset {root!r}: {split}/ mixes images ({loose[0]}) with class folders; "
+                              "put every image in its class folder, or use no class folders")
         layouts[split] = tuple(subfolders)
         files[split] = (tuple((path, c) for c, name in enumerate(subfolders)
                               for path in _image_files(os.path.join(folder, name), root))
@@ -129,8 +125,9 @@ def decode(path: str) -> np.ndarray:
         return images.as_array(ImageOps.exif_transpose(image))
 
 
-def _read(listing: Listing, image_size: int | None) -> tuple[dict[str, data.Split], int]:
-    """Decodes every file of ``listing`` -> ({split: Split}, channels). ConfigError for unreadable files,
+def _read(listing: Listing, image_size: int | None) -> dict[str, data.Split]:
+    """Decodes every file of ``listing`` -> {split: Split} of uint8 (N, H, W, C) images, C = 1 if all are
+    grey, else 3, in a fixed shuffled order. ConfigError for unreadable files,
     differing sizes without ``image_size``, or a dataset too large to hold in memory."""
     root, total = listing.root, sum(map(len, listing.files.values()))
     arrays: dict[str, np.ndarray] = {}
@@ -180,7 +177,7 @@ def _read(listing: Listing, image_size: int | None) -> tuple[dict[str, data.Spli
         labels = np.array([label for _, label in entries], np.int32)[order]
         splits[split] = data.Split(images=arrays[split][order, ..., :channels],
                                    labels=labels if listing.classes else None)
-    return splits, channels
+    return splits
 
 
 def prepare(root: str, image_size: int | None, cache_dir: str | None = None) -> data.ArraySource:
@@ -193,9 +190,13 @@ def prepare(root: str, image_size: int | None, cache_dir: str | None = None) -> 
     prefix = f"{name}-{where}-"
     path = os.path.join(cache_dir, prefix + listing.fingerprint(image_size)[:16] + data.NPZ_SUFFIX)
     if not os.path.isfile(path):
-        splits, channels = _read(listing, image_size)
-        os.makedirs(cache_dir, exist_ok=True)
-        data.save_npz(path, splits, num_classes=len(listing.classes))
+        splits = _read(listing, image_size)
+        try:
+            os.makedirs(cache_dir, exist_ok=True)
+            data.save_npz(path, splits, num_classes=len(listing.classes))
+        except OSError as e:
+            raise ConfigError(f"cannot write the decoded --dataset {root!r} to {cache_dir!r} ({e.strerror or e}); "
+                              "choose a writable cache folder with --data_dir") from None
         for stale in os.listdir(cache_dir):
             if stale.startswith(prefix) and stale.endswith(data.NPZ_SUFFIX) and stale != os.path.basename(path):
                 with contextlib.suppress(OSError):  # Another process may have removed it first.

@@ -196,6 +196,11 @@ def test_bad_folder_layouts_are_one_line_errors(tmp_path):
     source = _source(root, tmp_path)
     assert source.num_classes == 2 and data.load_split(source, "test").labels.tolist() == [1]
     assert "split 'validation' is not in" in _one_line_error(data.load_split, source, "validation")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")  # An unwritable cache (running as root, permissions would not stop it).
+    text = _one_line_error(data.prepared_builder, Config.create(dataset=str(root), data_dir=str(blocker)).data)
+    assert text.startswith(f"cannot write the decoded --dataset '{root}' to '{blocker}/folders' (") and \
+        text.endswith("choose a writable cache folder with --data_dir"), text
     with pytest.raises(ConfigError, match="not a file"):  # Neither a folder nor an existing .npz.
         data.prepared_builder(Config.create(dataset=str(tmp_path / "missing.npz")).data)
 
