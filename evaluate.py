@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {k: getattr(args, k) for k in ("data_dir", "manual_dir") if getattr(args, k) is not None}
     config = config.replace(**overrides)
     builder = distributed.primary_first(lambda: data.prepared_builder(config.data), "prepare_dataset")
-    split = data.load_split(builder, args.split)
+    split = data.load_split(builder, args.split, config.data.image_size)
     images = split.images[:args.num_images]
     labels = None if split.labels is None else split.labels[:args.num_images]
     if args.batch_size % jax.device_count():

@@ -71,7 +71,7 @@ def _test_split(config, args):
 
     overrides = {k: getattr(args, k) for k in ("data_dir", "manual_dir") if getattr(args, k) is not None}
     config = config.replace(**overrides)
-    return data.load_split(data.prepared_builder(config.data), config.data.eval_split)
+    return data.load_split(data.prepared_builder(config.data), config.data.eval_split, config.data.image_size)
 
 
 def _read_noisy(path: str, model):

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         raise ConfigError(f"--metric {args.metric!r} is not in {path!r}: {sorted(result)}")
     config = workdir.load_config(args.workdir)
     model, params, step = workdir.load_model(args.workdir)
-    split = data.load_split(data.prepared_builder(config.data), args.split)
+    split = data.load_split(data.prepared_builder(config.data), args.split, config.data.image_size)
     spot = {"num_images": SPOT_IMAGES, "iwae_samples": SPOT_SAMPLES}
     if model.bound:
         got = evaluation.evaluate_full(model, params, split.images[:SPOT_IMAGES], inputs.eval_key(),

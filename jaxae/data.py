@@ -1,10 +1,13 @@
-"""Input: TFDS (or .npz) image datasets read whole into host memory as uint8 splits.
+"""Input: TFDS, .npz or image-folder datasets read whole into host memory as uint8 splits.
 
-Every dataset, the embedded default ``mnist_5k`` included, goes through TFDS:
+A named dataset, the embedded default ``mnist_5k`` included, goes through TFDS:
 ``tfds.builder(name).download_and_prepare(...)`` then the whole split is read into
 memory as uint8 (N, H, W, C). Small datasets (MNIST family, CIFAR-10) then live on
 the device; training batches are gathered there from a per-epoch permutation
-(jaxae.inputs.epoch_permutation), so no step waits on the host.
+(jaxae.inputs.epoch_permutation), so no step waits on the host. An ``.npz`` file
+(:class:`ArraySource`) and a folder of image files (jaxae.folders, decoded once into a
+cached ``.npz``) are read without TensorFlow. ``--image_size`` fits every image to a square
+once, on the host, as a split is loaded (:func:`load_split`).
 
 How a uint8 image becomes model input is fixed by :class:`InputSpec` and done on the
 device by jaxae.inputs: already-binary data is used as is; 8-bit data is either
@@ -20,13 +23,15 @@ import re
 
 import numpy as np
 
-from jaxae import io
+from jaxae import images, io
 from jaxae.config import DataConfig, ModelConfig
 from jaxae.errors import ConfigError
 
 # Datasets larger than this are refused until a streaming pipeline exists: they would
 # not fit in device memory as a whole split.
 MAX_RESIDENT_BYTES = 4 << 30
+# Images read from TFDS at a time when --image_size fits them on loading.
+FIT_BATCH = 1024
 
 
 INPUT_MODES = ("binary", "dynamic", "grey", "dequantize")
@@ -104,10 +109,11 @@ class ArraySource:
     splits: tuple[str, ...]
     image_shape: tuple[int, int, int]
     num_classes: int
+    title: str | None = None  # What messages call it (default: the file's name), e.g. the folder it caches.
 
     @property
     def name(self) -> str:
-        return os.path.basename(self.path)
+        return self.title or os.path.basename(self.path)
 
     @classmethod
     def open(cls, path: str) -> "ArraySource":
@@ -137,15 +143,19 @@ class ArraySource:
                    num_classes=0 if num_classes is None else int(num_classes))
 
     def load(self, split: str) -> Split:
-        """A split by name, or a slice of one with integer bounds, e.g. ``train[45000:]``."""
-        match = re.fullmatch(r"(\w+)(?:\[(-?\d*):(-?\d*)\])?", split)
+        """A split by name, or a slice of one with integer or percent bounds, e.g. ``train[45000:]``
+        or ``train[:90%]`` (a percent bound is rounded to the nearest image)."""
+        match = re.fullmatch(r"(\w+)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?", split)
         if match is None:
-            raise ConfigError(f"split {split!r} of {self.name!r}: use a name or name[start:stop] with integers")
-        name, start, stop = match.group(1), match.group(2) or None, match.group(3) or None
+            raise ConfigError(f"split {split!r} of {self.name!r}: use a name or name[start:stop] with integers "
+                              "or percents")
+        name, start, stop = match.groups()
         if name not in self.splits:
             raise ConfigError(f"split {split!r} is not in {self.name!r}; it has {list(self.splits)}")
-        bounds = [None if b is None else int(b) for b in (start, stop)]
         arrays = io.read_npz(self.path, "--dataset")
+        count = len(arrays[f"{name}_images"])
+        bounds = [None if b is None else round(count * int(b[:-1]) / 100) if b.endswith("%") else int(b)
+                  for b in (start, stop)]
         images = arrays[f"{name}_images"][bounds[0]:bounds[1]]
         labels = arrays[f"{name}_labels"][bounds[0]:bounds[1]] if f"{name}_labels" in arrays else None
         if not len(images):
@@ -169,14 +179,19 @@ def prepared_builder(config: DataConfig):
     or an :class:`ArraySource` when the dataset is an ``.npz`` file."""
     if config.dataset.endswith(NPZ_SUFFIX):
         return ArraySource.open(config.dataset)
+    if os.path.isdir(config.dataset):
+        from jaxae import folders  # It builds on this module.
+
+        return folders.prepare(config.dataset, config.image_size, config.data_dir)
     tfds = _tfds()
     try:
         builder = tfds.builder(config.dataset, data_dir=config.data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         raise ConfigError(
-            f"--dataset {config.dataset!r} is not a TFDS dataset; use a name from "
+            f"--dataset {config.dataset!r} is not a TFDS dataset, an .npz file or a folder; use a name from "
             "tfds.list_builders(), e.g. mnist_5k (embedded), mnist, binarized_mnist, fashion_mnist, cifar10, "
-            "or cifar10_binary (CIFAR-10 from the extracted official binary release in --manual_dir)"
+            "or cifar10_binary (CIFAR-10 from the extracted official binary release in --manual_dir), or a "
+            "folder holding train/ and test/ image folders"
         ) from None
     features = builder.info.features
     image = features["image"] if "image" in features else None
@@ -201,14 +216,18 @@ def prepared_builder(config: DataConfig):
     return builder
 
 
-def load_split(builder, split: str) -> Split:
-    """Reads a whole split of a prepared builder into host memory.
+def load_split(builder, split: str, image_size: int | None = None) -> Split:
+    """Reads a whole split of a prepared builder into host memory, every image fitted to
+    ``image_size`` x ``image_size`` (jaxae.images.fit: shorter side resized, antialiased, then
+    centre-cropped) when given; a folder dataset's cache already holds them at that size.
 
     ``split`` is a split name or any TFDS split expression: a slice such as
     ``train[45000:]`` or ``train[:90%]``, or a union such as ``train+test``.
     """
     if isinstance(builder, ArraySource):
-        return builder.load(split)
+        loaded = builder.load(split)
+        return loaded if image_size is None else dataclasses.replace(loaded,
+                                                                     images=images.fit_all(loaded.images, image_size))
     tfds = _tfds()
     known = sorted(builder.info.splits)
     try:
@@ -222,23 +241,32 @@ def load_split(builder, split: str) -> Split:
     if not num_examples:
         raise ConfigError(f"split {split!r} of {builder.name!r} is empty")
     image = builder.info.features["image"]
-    num_bytes = num_examples * math.prod(image.shape)
+    shape = image.shape if image_size is None else (image_size, image_size, image.shape[2])
+    num_bytes = num_examples * math.prod(shape)
     if num_bytes > MAX_RESIDENT_BYTES:
         raise ConfigError(
-            f"split {split!r} of {builder.name!r} needs {num_bytes / 2**30:.1f} GiB as uint8; "
+            f"split {split!r} of {builder.name!r} needs {num_bytes / 2**30:.1f} GiB as uint8 {tuple(shape)} images; "
             f"device-resident data is limited to {MAX_RESIDENT_BYTES / 2**30:.0f} GiB")
-    arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
-    labels = arrays.get("label")
-    return Split(images=np.asarray(arrays["image"], np.uint8),
-                 labels=None if labels is None else np.asarray(labels, np.int32))
+    if image_size is None:
+        arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
+        labels = arrays.get("label")
+        return Split(images=np.asarray(arrays["image"], np.uint8),
+                     labels=None if labels is None else np.asarray(labels, np.int32))
+    # Fitted batch by batch, so that only the fitted split is held whole (e.g. celeb_a at 64 x 64).
+    fitted, labels = [], []
+    for batch in tfds.as_numpy(builder.as_dataset(split=split, batch_size=FIT_BATCH, shuffle_files=False)):
+        fitted.append(images.fit_all(np.asarray(batch["image"], np.uint8), image_size))
+        if "label" in batch:
+            labels.append(np.asarray(batch["label"], np.int32))
+    return Split(images=np.concatenate(fitted), labels=np.concatenate(labels) if labels else None)
 
 
 def input_spec(data: DataConfig, model: ModelConfig, builder, train: Split) -> InputSpec:
     """Decides how images are scored from the data, the likelihood and the binarization setting."""
+    image_shape = tuple(int(d) for d in train.images.shape[1:])  # After any --image_size.
     if isinstance(builder, ArraySource):
-        image_shape, num_classes = builder.image_shape, builder.num_classes
+        num_classes = builder.num_classes
     else:
-        image_shape = tuple(int(d) for d in builder.info.features["image"].shape)
         label = builder.info.features["label"] if "label" in builder.info.features else None
         num_classes = int(getattr(label, "num_classes", 0) or 0)
     if int(train.images.max(initial=0)) <= 1:

@@ -5,7 +5,7 @@ Randomness is per example: each example's key is fold_in(step key, global index 
 example in the batch) (:func:`example_keys`), and it is split by fold_in again:
 fold 0 turns the image into model input (binarization / dequantization), fold 1 is the
 model's (its latent noise), fold 2 the denoising corruption, fold 3 the random
-horizontal flip. So every way of running a step (one device, a mesh, pmap) draws the
+horizontal flip, fold 4 the random crop. So every way of running a step (one device, a mesh, pmap) draws the
 same numbers for the same global batch.
 """
 
@@ -21,7 +21,7 @@ from jaxae.data import InputSpec
 # Evaluation randomness (binarization, dequantization, posterior samples) uses this
 # fixed key, independent of the run's seed, so numbers compare across runs.
 EVAL_KEY_SEED = 20111125
-INPUT_FOLD, MODEL_FOLD, CORRUPTION_FOLD, FLIP_FOLD = 0, 1, 2, 3
+INPUT_FOLD, MODEL_FOLD, CORRUPTION_FOLD, FLIP_FOLD, CROP_FOLD = 0, 1, 2, 3, 4
 
 
 def fold(keys: jax.Array, i: int) -> jax.Array:
@@ -73,6 +73,31 @@ def random_hflip(x: jax.Array, keys: jax.Array) -> jax.Array:
     return jnp.where(flip[:, None, None, None], x[:, :, ::-1], x)
 
 
+def crop_padding(image_shape: tuple[int, int, int]) -> int:
+    """Pixels :func:`random_crop` pads each side with: 1/8 of the shorter side, rounded down
+    (4 for 32 x 32 as in common CIFAR practice; 0, no crop, below 8 x 8)."""
+    return min(image_shape[:2]) // 8
+
+
+def random_crop(images: jax.Array, keys: jax.Array, pad: int) -> jax.Array:
+    """Shifts each image at random: (B, H, W, C) of any dtype, keys (B,) -> (B, H, W, C).
+
+    Each image is padded by ``pad`` pixels on every side by reflection (no black bands for
+    the likelihood to learn; ``pad`` < H, W), then the H x W window at offset (dy, dx),
+    drawn uniformly from {0, ..., 2 pad}^2 with the example's key, is kept.
+    """
+    if pad == 0:
+        return images
+    _, height, width, channels = images.shape
+    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+
+    def crop(image, key):
+        dy, dx = jax.random.randint(key, (2,), 0, 2 * pad + 1)
+        return jax.lax.dynamic_slice(image, (dy, dx, 0), (height, width, channels))
+
+    return jax.vmap(crop)(padded, keys)
+
+
 def example_keys(rng: jax.Array, batch_size: int, offset: jax.Array | int = 0,
                  axis_name: str | None = None) -> jax.Array:
     """One PRNG key per example: fold_in(rng, global index of the example in the batch).
@@ -105,18 +130,24 @@ class Preprocessing:
 
     ``__call__(batch, keys, train)``: batch {"image": uint8 (B, H, W, C), "label"?: int (B,)},
     keys (B,) -> {"x": float32 (B, H, W, C), the image the likelihood scores; "x_in": what
-    the encoder sees; "label"?}. In training the image is flipped left-right at random
-    (``hflip``: the flipped image is the data) and ``x_in`` is ``x`` corrupted by
-    ``input_noise`` (denoising); in evaluation ``x_in`` is ``x``.
+    the encoder sees; "label"?}. In training the uint8 image is shifted by a random crop
+    (``random_crop``, :func:`random_crop` with :func:`crop_padding`), before binarization so
+    every pixel gets its own draw, and flipped left-right at random (``hflip``); the
+    augmented image is the data. ``x_in`` is ``x`` corrupted by ``input_noise``
+    (denoising); in evaluation neither augmentation applies and ``x_in`` is ``x``.
     """
 
     spec: InputSpec
     hflip: bool = False
     input_noise: str = "none"
     noise_level: float = 0.0
+    random_crop: bool = False
 
     def __call__(self, batch: dict, keys: jax.Array, train: bool = False) -> dict:
-        x = to_model_input(batch["image"], fold(keys, INPUT_FOLD), self.spec)
+        image = batch["image"]
+        if train and self.random_crop:
+            image = random_crop(image, fold(keys, CROP_FOLD), crop_padding(self.spec.image_shape))
+        x = to_model_input(image, fold(keys, INPUT_FOLD), self.spec)
         if train and self.hflip:
             x = random_hflip(x, fold(keys, FLIP_FOLD))
         x_in = corrupt(x, fold(keys, CORRUPTION_FOLD), self.input_noise, self.noise_level) if train else x

@@ -179,6 +179,10 @@ def test_bad_settings_are_one_line_errors(changes, message):
     ({"top_hidden_dims": ()}, "--top_hidden_dims must be a non-empty list of positive widths, got []"),
     ({"latent_dim": 1 << 15}, "--latent_dim 32768 is absurdly large (at most 16384)"),
     ({"num_mixtures": 1 << 11}, "--num_mixtures 2048 is absurdly large (at most 1024)"),
+    ({"image_size": 0}, "--image_size must be in 1..4096 (or none: keep the native size), got 0"),
+    ({"image_size": -3}, "--image_size must be in 1..4096 (or none: keep the native size), got -3"),
+    ({"image_size": 4097}, "--image_size must be in 1..4096 (or none: keep the native size), got 4097"),
+    ({"image_size": 16.0}, "--image_size must be of type int | None, got 16.0"),
 ])
 def test_every_range_check_refuses_a_value_just_outside_it(changes, message):
     with pytest.raises(ConfigError, match="^" + re.escape(message)):
@@ -188,7 +192,8 @@ def test_every_range_check_refuses_a_value_just_outside_it(changes, message):
 def test_values_on_the_edge_of_the_ranges_are_accepted():
     validate(Config.create(beta=0.0, free_bits=0.0, code_l2=0.0, kl_warmup_steps=0, warmup_steps=0, grad_clip=0.0,
                            max_skipped=0, skip_threshold=0.0, ema_decay=0.0, input_noise="gaussian",
-                           noise_level=10.0, latent_dim=1 << 14, num_mixtures=1 << 10))
+                           noise_level=10.0, latent_dim=1 << 14, num_mixtures=1 << 10, image_size=4096))
+    validate(Config.create(image_size=1, random_crop=True))
 
 
 def test_burda_schedule_fixes_the_epochs():

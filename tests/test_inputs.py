@@ -173,3 +173,34 @@ def test_preprocessing_is_hashable_for_jit():
     jitted = jax.jit(lambda b, k, p: p(b, k, train=True), static_argnums=2)
     for name, value in jitted(batch, keys, a).items():
         np.testing.assert_array_equal(value, a(batch, keys, train=True)[name])
+
+
+def test_random_crop_shifts_each_image_within_its_reflect_padding():
+    images = jnp.arange(2 * 16 * 16 * 3, dtype=jnp.int32).reshape(2, 16, 16, 3)
+    assert inputs.crop_padding((16, 16, 3)) == 2 and inputs.crop_padding((32, 24, 1)) == 3
+    assert inputs.crop_padding((7, 7, 1)) == 0
+    padded = np.pad(np.asarray(images), ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+    offsets = set()
+    for step in range(12):
+        keys = jax.random.split(jax.random.fold_in(jax.random.key(7), step), 2)
+        cropped = np.asarray(inputs.random_crop(images, keys, 2))
+        np.testing.assert_array_equal(cropped, inputs.random_crop(images, keys, 2))  # Same keys, same crop.
+        for i in range(2):  # Each is the 16 x 16 window of its padded image at the offset its key draws.
+            dy, dx = np.asarray(jax.random.randint(keys[i], (2,), 0, 5))
+            np.testing.assert_array_equal(cropped[i], padded[i, dy:dy + 16, dx:dx + 16])
+            offsets.add((int(dy), int(dx)))
+    assert len(offsets) > 10 and all(0 <= d <= 4 for pair in offsets for d in pair)  # Steps differ.
+    np.testing.assert_array_equal(inputs.random_crop(images, keys, 0), images)  # No padding: unchanged.
+
+
+def test_preprocessing_random_crop_is_training_only_and_precedes_binarization():
+    spec = InputSpec((8, 8, 1), 10, "dynamic")
+    keys = jax.random.split(jax.random.key(4), 4)
+    batch = {"image": jax.random.randint(jax.random.key(3), (4, 8, 8, 1), 0, 256).astype(jnp.uint8)}
+    pre = inputs.Preprocessing(spec, random_crop=True)
+    cropped = inputs.random_crop(batch["image"], inputs.fold(keys, inputs.CROP_FOLD), 1)
+    expected = inputs.to_model_input(cropped, inputs.fold(keys, inputs.INPUT_FOLD), spec)
+    np.testing.assert_array_equal(pre(batch, keys, train=True)["x"], expected)
+    assert not np.array_equal(cropped, batch["image"])
+    plain = inputs.to_model_input(batch["image"], inputs.fold(keys, inputs.INPUT_FOLD), spec)
+    np.testing.assert_array_equal(pre(batch, keys, train=False)["x"], plain)  # Never in evaluation.

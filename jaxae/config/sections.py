@@ -36,15 +36,21 @@ def _f(default: Any, help: str, choices: tuple[str, ...] | None = None, flag: st
 class DataConfig:
     """What is read and how it becomes model input (augmentation and corruption included)."""
 
-    dataset: str = _f("mnist_5k", "TFDS image dataset name (mnist_5k is embedded and offline), or a .npz file")
-    data_dir: str | None = _f(None, "TFDS data directory (default: TFDS's own)", resumable=True)
+    dataset: str = _f("mnist_5k", "TFDS image dataset name (mnist_5k is embedded and offline), a .npz file, "
+                      "or a folder of images with train/ and test/ (optionally validation/) subfolders")
+    data_dir: str | None = _f(None, "TFDS data directory (default: TFDS's own); also where image folders are "
+                              "cached once decoded (default: ~/.cache/jaxae)", resumable=True)
     manual_dir: str | None = _f(None, "folder with the dataset's downloaded source files, to prepare it offline",
                                 resumable=True)
     train_split: str = _f("train", "TFDS split to train on, e.g. 'train[:45000]' to hold out a validation set")
     eval_split: str = _f("test", "TFDS split to evaluate on, e.g. test or 'train[45000:]'")
     binarize: str = _f("dynamic", "dynamic: Bernoulli-binarize 8-bit images each step (a fixed draw for "
                        "evaluation); none: score grey levels", BINARIZE)
+    image_size: int | None = _f(None, "resize every image once on loading: shorter side to N (antialiased), then "
+                                "the centred N x N square (default: keep the native size)")
     hflip: bool = _f(False, "flip training images left-right at random (augmentation; never in evaluation)")
+    random_crop: bool = _f(False, "crop training images at a random offset after reflect-padding each side by "
+                           "1/8 of the shorter side (augmentation; never in evaluation)")
     input_noise: str = _f("none", "corrupt the encoder input only (denoising); the likelihood scores the "
                           "clean image", INPUT_NOISE)
     noise_level: float = _f(0.0, "flip/mask probability or Gaussian std of --input_noise")

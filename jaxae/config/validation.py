@@ -6,6 +6,8 @@ from jaxae.config.schema import FIELD_TYPES, FIELDS, FLAGS, RESUMABLE, Config
 from jaxae.config.sections import burda_epochs
 from jaxae.errors import ConfigError
 
+MAX_IMAGE_SIZE = 4096  # --image_size: larger sides are surely a typo (a 4096^2 RGB image is 48 MiB as uint8).
+
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
@@ -58,6 +60,9 @@ def validate(config: Config) -> Config:
         if value < 0:
             raise ConfigError(f"--{name} must be >= 0, got {value}")
     _positive("num_importance_samples", o.num_importance_samples)
+    if d.image_size is not None and not 1 <= d.image_size <= MAX_IMAGE_SIZE:
+        raise ConfigError(f"--image_size must be in 1..{MAX_IMAGE_SIZE} (or none: keep the native size), "
+                          f"got {d.image_size}")
     if d.input_noise != "none" and not 0 < d.noise_level <= (10.0 if d.input_noise == "gaussian" else 1.0):
         raise ConfigError(f"--noise_level must be in (0, {10 if d.input_noise == 'gaussian' else 1}] "
                           f"with --input_noise {d.input_noise}, got {d.noise_level}")

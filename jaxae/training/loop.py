@@ -151,8 +151,8 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
     _check(config, workdir, reset)
     run = config.run
     builder = distributed.primary_first(lambda: data.prepared_builder(config.data), "prepare_dataset")
-    train_split = data.load_split(builder, config.data.train_split)
-    test_split = data.load_split(builder, config.data.eval_split)
+    train_split = data.load_split(builder, config.data.train_split, config.data.image_size)
+    test_split = data.load_split(builder, config.data.eval_split, config.data.image_size)
     if run.batch_size > len(train_split):
         raise ConfigError(f"--batch_size {run.batch_size} exceeds the {len(train_split)} training images")
     spec = data.input_spec(config.data, config.model, builder, train_split)
@@ -213,7 +213,8 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
         perm = stack(jax.device_put(inputs.epoch_permutation(data_key, start // steps_per_epoch, len(train_split)),
                                     replicated))
 
-        preprocess = inputs.Preprocessing(spec, config.data.hflip, config.data.input_noise, config.data.noise_level)
+        preprocess = inputs.Preprocessing(spec, config.data.hflip, config.data.input_noise, config.data.noise_level,
+                                          config.data.random_crop)
         train_step = make_train_step(model, optimizer, preprocess, axis_name=PMAP_AXIS if pmap_devices else None,
                                      skip_threshold=config.optimizer.skip_threshold,
                                      ema_decay=config.optimizer.ema_decay)
