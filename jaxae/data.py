@@ -216,19 +216,8 @@ def prepared_builder(config: DataConfig):
     return builder
 
 
-def load_split(builder, split: str, image_size: int | None = None) -> Split:
-    """Reads a whole split of a prepared builder into host memory, every image fitted to
-    ``image_size`` x ``image_size`` (jaxae.images.fit: shorter side resized, antialiased, then
-    centre-cropped) when given; a folder dataset's cache already holds them at that size.
-
-    ``split`` is a split name or any TFDS split expression: a slice such as
-    ``train[45000:]`` or ``train[:90%]``, or a union such as ``train+test``.
-    """
-    if isinstance(builder, ArraySource):
-        loaded = builder.load(split)
-        return loaded if image_size is None else dataclasses.replace(loaded,
-                                                                     images=images.fit_all(loaded.images, image_size))
-    tfds = _tfds()
+def _tfds_split_size(builder, split: str) -> int:
+    """Examples in a TFDS split expression; ConfigError naming the split when it cannot be read."""
     known = sorted(builder.info.splits)
     try:
         num_examples = builder.info.splits[split].num_examples
@@ -240,25 +229,65 @@ def load_split(builder, split: str, image_size: int | None = None) -> Split:
                           "which take TFDS slices such as 'train[45000:]' or 'train[:90%]'") from None
     if not num_examples:
         raise ConfigError(f"split {split!r} of {builder.name!r} is empty")
-    image = builder.info.features["image"]
-    shape = image.shape if image_size is None else (image_size, image_size, image.shape[2])
-    num_bytes = num_examples * math.prod(shape)
-    if num_bytes > MAX_RESIDENT_BYTES:
+    return num_examples
+
+
+def split_size(builder, split: str, image_size: int | None = None) -> tuple[int, tuple[int, int, int]]:
+    """(number of images, their (H, W, C) after ``image_size``) of a split, without reading it
+    (an .npz source is read: it is held in memory anyway)."""
+    if isinstance(builder, ArraySource):
+        count, shape = len(builder.load(split)), builder.image_shape
+    else:
+        count, shape = _tfds_split_size(builder, split), tuple(builder.info.features["image"].shape)
+    return count, shape if image_size is None else (image_size, image_size, shape[2])
+
+
+def iter_split(builder, split: str, image_size: int | None = None, batch_size: int = FIT_BATCH):
+    """Yields a split in order as (uint8 images (b, H, W, C), int32 labels (b,) or None) batches
+    of up to ``batch_size``, fitted to ``image_size`` on the host: only one batch is held."""
+    if isinstance(builder, ArraySource):
+        loaded = builder.load(split)
+        for start in range(0, len(loaded), batch_size):
+            chunk = loaded.images[start:start + batch_size]
+            yield (chunk if image_size is None else images.fit_all(chunk, image_size),
+                   None if loaded.labels is None else loaded.labels[start:start + batch_size])
+        return
+    tfds = _tfds()
+    _tfds_split_size(builder, split)
+    for batch in tfds.as_numpy(builder.as_dataset(split=split, batch_size=batch_size, shuffle_files=False)):
+        chunk = np.asarray(batch["image"], np.uint8)
+        yield (chunk if image_size is None else images.fit_all(chunk, image_size),
+               np.asarray(batch["label"], np.int32) if "label" in batch else None)
+
+
+def load_split(builder, split: str, image_size: int | None = None, max_bytes: int = MAX_RESIDENT_BYTES) -> Split:
+    """Reads a whole split of a prepared builder into host memory, every image fitted to
+    ``image_size`` x ``image_size`` (jaxae.images.fit: shorter side resized, antialiased, then
+    centre-cropped) when given; a folder dataset's cache already holds them at that size.
+
+    ``split`` is a split name or any TFDS split expression: a slice such as
+    ``train[45000:]`` or ``train[:90%]``, or a union such as ``train+test``. A split over
+    ``max_bytes`` as uint8 is refused (train.py streams such training splits: --input).
+    """
+    count, shape = split_size(builder, split, image_size)
+    num_bytes = count * math.prod(shape)
+    if num_bytes > max_bytes:
         raise ConfigError(
-            f"split {split!r} of {builder.name!r} needs {num_bytes / 2**30:.1f} GiB as uint8 {tuple(shape)} images; "
-            f"device-resident data is limited to {MAX_RESIDENT_BYTES / 2**30:.0f} GiB")
+            f"split {split!r} of {builder.name!r} needs {num_bytes / 2**30:.2f} GiB as uint8 {tuple(shape)} images; "
+            f"a split held whole is limited to {max_bytes / 2**30:.2f} GiB (--resident_limit_mib); train.py "
+            "streams larger training splits (--input streaming or auto); evaluate a slice such as 'test[:10000]'")
+    if isinstance(builder, ArraySource) and image_size is None:
+        return builder.load(split)
     if image_size is None:
+        tfds = _tfds()
         arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
         labels = arrays.get("label")
         return Split(images=np.asarray(arrays["image"], np.uint8),
                      labels=None if labels is None else np.asarray(labels, np.int32))
     # Fitted batch by batch, so that only the fitted split is held whole (e.g. celeb_a at 64 x 64).
-    fitted, labels = [], []
-    for batch in tfds.as_numpy(builder.as_dataset(split=split, batch_size=FIT_BATCH, shuffle_files=False)):
-        fitted.append(images.fit_all(np.asarray(batch["image"], np.uint8), image_size))
-        if "label" in batch:
-            labels.append(np.asarray(batch["label"], np.int32))
-    return Split(images=np.concatenate(fitted), labels=np.concatenate(labels) if labels else None)
+    batches = list(iter_split(builder, split, image_size))
+    labels = [b for _, b in batches if b is not None]
+    return Split(images=np.concatenate([b for b, _ in batches]), labels=np.concatenate(labels) if labels else None)
 
 
 def input_spec(data: DataConfig, model: ModelConfig, builder, train: Split) -> InputSpec:

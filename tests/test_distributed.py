@@ -160,10 +160,12 @@ def _train(workdir, devices, *extra, flags, xla_cache):
 
 @pytest.mark.slow
 def test_two_processes_on_localhost_match_one_process_with_4_devices(digits_npz, tmp_path):
-    """train.py as 2 processes x 2 CPU devices (jax.distributed, gloo collectives), stopped at
-    step 10 and resumed to 20, against one process with 4 devices (this one) straight to 20:
-    same global batches, so the same losses and parameters; only process 0 printed and wrote
-    (one metrics line per evaluation, one TensorBoard file per run)."""
+    """train.py as 2 processes x 2 CPU devices (jax.distributed, gloo collectives), streaming the
+    training split (each process reads only its half of every batch from the memory-mapped
+    copy), stopped at step 10 and resumed to 20, against one process with 4 devices holding the
+    split on its devices, straight to 20: same global batches, so the same losses and
+    parameters; only process 0 printed and wrote (one metrics line per evaluation, one
+    TensorBoard file per run)."""
     from jaxae.workdir import load_model
 
     flags = ["--dataset", digits_npz, "--eval_every", "10", "--checkpoint_every", "10", "--steps_per_call", "5",
@@ -172,7 +174,8 @@ def test_two_processes_on_localhost_match_one_process_with_4_devices(digits_npz,
 
     def start_pair(steps):
         port = _free_port()
-        started.extend(_train(tmp_path / "two", 2, "--steps", steps, "--coordinator_address", f"localhost:{port}",
+        started.extend(_train(tmp_path / "two", 2, "--steps", steps, "--input", "streaming", "--data_dir",
+                              tmp_path / "cache", "--coordinator_address", f"localhost:{port}",
                               "--num_processes", 2, "--process_id", i, flags=flags,
                               xla_cache=tmp_path / "xla_cache")  # The resumed pair loads the programs.
                        for i in (0, 1))

@@ -11,6 +11,7 @@ from jaxae.nets.hierarchical import PRESETS as HVAE_PRESETS
 from jaxae.nets.mlp import PRESETS as MLP_PRESETS
 
 INPUT_NOISE = ("none", "flip", "gaussian", "mask")
+INPUT_MODES = ("auto", "resident", "streaming")
 # Architecture presets: MLP widths in jaxae.nets.mlp.PRESETS, hierarchical ones (--model hvae)
 # in jaxae.nets.hierarchical.PRESETS.
 ARCHS = ("mlp", "mlp_flax", "mlp_burda", "conv", "resnet", *HVAE_PRESETS)
@@ -48,6 +49,11 @@ class DataConfig:
                        "evaluation); none: score grey levels", BINARIZE)
     image_size: int | None = _f(None, "resize every image once on loading: shorter side to N (antialiased), then "
                                 "the centred N x N square (default: keep the native size)")
+    input: str = _f("auto", "resident: the training split lives on the device; streaming: batches are read from "
+                    "a memory-mapped copy on disk, one chunk ahead; auto: resident when the split fits under "
+                    "--resident_limit_mib (the same batches either way)", INPUT_MODES, resumable=True)
+    resident_limit_mib: int = _f(4096, "largest split (as uint8) held whole in memory and on the device",
+                                 resumable=True)
     hflip: bool = _f(False, "flip training images left-right at random (augmentation; never in evaluation)")
     random_crop: bool = _f(False, "crop training images at a random offset after reflect-padding each side by "
                            "1/8 of the shorter side (augmentation; never in evaluation)")

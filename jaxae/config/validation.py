@@ -60,6 +60,9 @@ def validate(config: Config) -> Config:
         if value < 0:
             raise ConfigError(f"--{name} must be >= 0, got {value}")
     _positive("num_importance_samples", o.num_importance_samples)
+    _positive("resident_limit_mib", d.resident_limit_mib)
+    if d.input == "streaming" and r.parallel == "pmap":
+        raise ConfigError("--input streaming feeds a device mesh; use --parallel sharded (the default)")
     if d.image_size is not None and not 1 <= d.image_size <= MAX_IMAGE_SIZE:
         raise ConfigError(f"--image_size must be in 1..{MAX_IMAGE_SIZE} (or none: keep the native size), "
                           f"got {d.image_size}")

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxae import checkpoints, data, distributed, families, hardware, inputs, io
+from jaxae import checkpoints, data, distributed, families, hardware, inputs, io, streaming
 from jaxae import workdir as layout
 from jaxae.config import Config, total_steps, validate
 from jaxae.errors import ConfigError, TrainingError, WriteError
@@ -36,16 +36,21 @@ log = logging.getLogger(__name__)
 
 PMAP_AXIS = "batch"
 MAX_PARAMS = 1 << 30  # 4 GiB of float32 weights, 16 GiB with Adam's moments and gradients.
+PRIOR_FIT_IMAGES = 10_000  # Training images the latent density is fitted on when the split is streamed.
 
 
 def make_multi_step(train_step, batch_size: int, num_examples: int, num_steps: int,
-                    mesh: jax.sharding.Mesh | None = None, pmap_devices: int = 0):
+                    mesh: jax.sharding.Mesh | None = None, pmap_devices: int = 0, streamed: bool = False):
     """Fuses ``num_steps`` train steps on device-resident data into one compiled call.
 
     Returns ``run(state, perm, images, labels, data_key, step_key) -> (state, perm, metrics)``
     where perm is the current epoch's permutation (int32 (N,)), images/labels the whole
     uint8 training split, and metrics hold (num_steps,) arrays. The step number in the
     state decides the epoch, the position in it and the step's key.
+
+    streamed: images/labels are instead the call's batches, uint8 (num_steps, B, H, W, C) and
+    int32 (num_steps, B) (jaxae.streaming.Feeder, which reads the same rows of the same
+    permutation from disk); perm is carried through unused.
 
     mesh: shard each global batch over its ``data`` axis (jit + sharding). pmap_devices:
     instead run under ``jax.pmap`` over that many devices with axis ``batch`` (the step
@@ -56,30 +61,38 @@ def make_multi_step(train_step, batch_size: int, num_examples: int, num_steps: i
     batch_sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
     local = batch_size // pmap_devices if pmap_devices else batch_size
 
-    def body(consts, carry, _):
+    def body(consts, carry, streamed_batch):
         images, labels, data_key, step_key = consts
         state, perm = carry
-        epoch, position = jnp.divmod(state.step, steps_per_epoch)
-        perm = jax.lax.cond(position == 0,
-                            lambda: inputs.epoch_permutation(data_key, epoch, num_examples),
-                            lambda: perm)
-        idx = jax.lax.dynamic_slice_in_dim(perm, position * batch_size, batch_size)
-        if pmap_devices:
-            idx = jax.lax.dynamic_slice_in_dim(idx, jax.lax.axis_index(PMAP_AXIS) * local, local)
-        batch = {"image": images[idx]}
-        if labels is not None:
-            batch["label"] = labels[idx]
+        if streamed:
+            batch = streamed_batch
+        else:
+            epoch, position = jnp.divmod(state.step, steps_per_epoch)
+            perm = jax.lax.cond(position == 0,
+                                lambda: inputs.epoch_permutation(data_key, epoch, num_examples),
+                                lambda: perm)
+            idx = jax.lax.dynamic_slice_in_dim(perm, position * batch_size, batch_size)
+            if pmap_devices:
+                idx = jax.lax.dynamic_slice_in_dim(idx, jax.lax.axis_index(PMAP_AXIS) * local, local)
+            batch = {"image": images[idx]}
+            if labels is not None:
+                batch["label"] = labels[idx]
         if batch_sharding is not None:
             batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
         state, metrics = train_step(state, batch, jax.random.fold_in(step_key, state.step))
         return (state, perm), metrics
 
     def run(state, perm, images, labels, data_key, step_key):
+        xs = None
+        if streamed:
+            xs = {"image": images} if labels is None else {"image": images, "label": labels}
+            images = labels = None
         consts = (images, labels, data_key, step_key)
         if num_steps == 1:  # No loop at all (see jaxae.hardware): metrics still get their (1,) step axis.
-            (state, perm), metrics = body(consts, (state, perm), None)
+            (state, perm), metrics = body(consts, (state, perm), jax.tree.map(lambda x: x[0], xs))
             return state, perm, jax.tree.map(lambda m: m[None], metrics)
-        (state, perm), metrics = jax.lax.scan(functools.partial(body, consts), (state, perm), length=num_steps)
+        (state, perm), metrics = jax.lax.scan(functools.partial(body, consts), (state, perm), xs=xs,
+                                              length=num_steps)
         return state, perm, metrics
 
     if pmap_devices:
@@ -124,6 +137,15 @@ def _last_good(checkpointer: checkpoints.Checkpointer) -> str:
     return f"last good checkpoint: {'none' if good is None else os.path.join(checkpointer.directory, str(good))}"
 
 
+def streams(data_config, builder) -> bool:
+    """Whether the training split is streamed (jaxae.streaming) rather than held on the device:
+    --input streaming, or --input auto and the split is larger than --resident_limit_mib."""
+    if data_config.input != "auto":
+        return data_config.input == "streaming"
+    count, shape = data.split_size(builder, data_config.train_split, data_config.image_size)
+    return count * math.prod(shape) > data_config.resident_limit_mib << 20
+
+
 def _check(config: Config, workdir: str, reset: bool) -> None:
     """Everything that can be refused before reading data or writing anything."""
     families.check_config(validate(config))
@@ -149,20 +171,30 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
     process calls this; only process 0 writes files other than the (collective) checkpoints.
     """
     _check(config, workdir, reset)
-    run = config.run
-    builder = distributed.primary_first(lambda: data.prepared_builder(config.data), "prepare_dataset")
-    train_split = data.load_split(builder, config.data.train_split, config.data.image_size)
-    test_split = data.load_split(builder, config.data.eval_split, config.data.image_size)
-    if run.batch_size > len(train_split):
-        raise ConfigError(f"--batch_size {run.batch_size} exceeds the {len(train_split)} training images")
-    spec = data.input_spec(config.data, config.model, builder, train_split)
-    model = families.make_model(config, spec)
-    check_model_size(model)
-    steps_per_epoch = len(train_split) // run.batch_size
-    total = total_steps(config, len(train_split))
-
+    run, d = config.run, config.data
     root = jax.random.key(run.seed)
     init_key, data_key, step_key, sample_key = (jax.random.fold_in(root, i) for i in range(4))
+    limit = d.resident_limit_mib << 20
+    builder = distributed.primary_first(lambda: data.prepared_builder(d), "prepare_dataset")
+    stream = None
+    if streams(d, builder):  # train_split: what the latent density is fitted on (hooks.fit_prior).
+        if run.parallel == "pmap" and jax.device_count() > 1:
+            raise ConfigError("the training split is streamed (--input), which feeds a device mesh; use "
+                              "--parallel sharded (the default)")
+        stream = distributed.primary_first(
+            lambda: streaming.open_split(builder, d.train_split, d.image_size, d.data_dir), "prepare_stream")
+        train_split, num_train = streaming.subset(stream, PRIOR_FIT_IMAGES, data_key), len(stream)
+    else:
+        train_split = data.load_split(builder, d.train_split, d.image_size, limit)
+        num_train = len(train_split)
+    test_split = data.load_split(builder, d.eval_split, d.image_size, limit)
+    if run.batch_size > num_train:
+        raise ConfigError(f"--batch_size {run.batch_size} exceeds the {num_train} training images")
+    spec = data.input_spec(d, config.model, builder, train_split)
+    model = families.make_model(config, spec)
+    check_model_size(model)
+    steps_per_epoch = num_train // run.batch_size
+    total = total_steps(config, num_train)
     optimizer = make_optimizer(config.optimizer, total, steps_per_epoch)
     state = create_train_state(model, optimizer, init_key, ema=config.optimizer.ema_decay > 0)
     num_devices = jax.device_count()
@@ -210,8 +242,11 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
         # Every process read the whole split: each places it on its own devices (jaxae.distributed).
         train_images, train_labels, test_images, test_labels = distributed.put(
             (train_split.images, train_split.labels, test_split.images, test_split.labels), replicated)
-        perm = stack(jax.device_put(inputs.epoch_permutation(data_key, start // steps_per_epoch, len(train_split)),
-                                    replicated))
+        if stream is None:
+            perm = stack(jax.device_put(inputs.epoch_permutation(data_key, start // steps_per_epoch, num_train),
+                                        replicated))
+        else:  # Carried through the fused call unused: the feeder reads the permutation's rows.
+            perm = distributed.put(np.zeros(1, np.int32), replicated)
 
         preprocess = inputs.Preprocessing(spec, config.data.hflip, config.data.input_noise, config.data.noise_level,
                                           config.data.random_crop)
@@ -225,16 +260,23 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
         bar = hooks.progress_bar(total, start, progress and primary)
         step = start
         stop = StopRequest()
+        chunks = list(chunk_lengths(start, total, (run.eval_every, run.checkpoint_every),
+                                    hardware.steps_per_call(run.steps_per_call, model.convolutional)))
+        feeder = None
+        if stream is not None:
+            feeder = locked.enter_context(streaming.Feeder(stream, data_key, run.batch_size, start, chunks, mesh))
         try:
-            for chunk, length in enumerate(chunk_lengths(
-                    start, total, (run.eval_every, run.checkpoint_every),
-                    hardware.steps_per_call(run.steps_per_call, model.convolutional))):
+            for chunk, length in enumerate(chunks):
                 compiled_before = length in runners
                 if not compiled_before:
-                    runners[length] = make_multi_step(train_step, run.batch_size, len(train_split), length, mesh,
-                                                      pmap_devices)
+                    runners[length] = make_multi_step(train_step, run.batch_size, num_train, length, mesh,
+                                                      pmap_devices, streamed=feeder is not None)
                 began = time.perf_counter()
-                state, perm, metrics = runners[length](state, perm, train_images, train_labels, data_key, step_key)
+                images, labels = train_images, train_labels
+                if feeder is not None:
+                    batches = feeder.next()
+                    images, labels = batches["image"], batches.get("label")
+                state, perm, metrics = runners[length](state, perm, images, labels, data_key, step_key)
                 metrics = distributed.to_host(view(metrics))
                 seconds = time.perf_counter() - began
                 if compiled_before:  # The first call of each length includes compilation.
