@@ -16,8 +16,11 @@ from jaxae.data import InputSpec
 from jaxae.errors import ConfigError
 from jaxae.families.ae import AE
 from jaxae.families.base import LatentModel
+from jaxae.families.ciwae import CIWAE
 from jaxae.families.hvae import HVAE
 from jaxae.families.iwae import IWAE
+from jaxae.families.miwae import MIWAE
+from jaxae.families.piwae import PIWAE
 from jaxae.families.vae import VAE, ConditionalVAE
 
 REGISTRY: dict[str, type] = {
@@ -25,6 +28,9 @@ REGISTRY: dict[str, type] = {
     "beta_vae": VAE,
     "cvae": ConditionalVAE,
     "iwae": IWAE,
+    "miwae": MIWAE,
+    "piwae": PIWAE,
+    "ciwae": CIWAE,
     "ae": AE,
     "hvae": HVAE,
 }
@@ -71,5 +77,5 @@ def make_model(config: Config, spec: InputSpec) -> LatentModel:
     return model
 
 
-__all__ = ["AE", "HVAE", "IWAE", "REGISTRY", "VAE", "ConditionalVAE", "LatentModel", "check_config",
-           "family_class", "make_model", "register"]
+__all__ = ["AE", "CIWAE", "HVAE", "IWAE", "MIWAE", "PIWAE", "REGISTRY", "VAE", "ConditionalVAE", "LatentModel",
+           "check_config", "family_class", "make_model", "register"]

@@ -1,0 +1,52 @@
+"""Shared by the family tests: random parameters away from the initialisation, tiny binary
+images, and a 2-step run through the training loop that then samples."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxae import sampling, workdir
+from jaxae.config import Config
+from jaxae.data import InputSpec
+from jaxae.training import train_and_evaluate
+
+SHAPE = (6, 6, 1)
+BINARY = InputSpec(image_shape=SHAPE, num_classes=10, mode="binary")
+
+
+def random_params(model, seed: int, scale: float = 1.0):
+    """Parameters of ``model`` drawn afresh from a seeded normal (shapes from model.init, traced
+    only): kernels with std scale / sqrt(fan_in), other leaves with std scale."""
+    shapes = jax.eval_shape(model.init, jax.random.key(0))
+    flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+    rng = np.random.default_rng(seed)
+    leaves = []
+    for path, leaf in flat:
+        std = scale / math.sqrt(math.prod(leaf.shape[:-1])) if path[-1].key == "kernel" else scale
+        leaves.append(jnp.asarray(std * rng.standard_normal(leaf.shape), jnp.float32))
+    return treedef.unflatten(leaves)
+
+
+def binary_images(n: int, seed: int = 1) -> jax.Array:
+    """float32 (n, 6, 6, 1) of zeros and ones."""
+    return jnp.asarray(np.random.default_rng(seed).random((n, *SHAPE)) < 0.3, jnp.float32)
+
+
+def f64(tree):
+    return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
+
+
+def train_two_steps_and_sample(tfds_dir: str, path: str, **settings):
+    """Trains ``settings`` (the family and its options) for 2 steps on mnist_5k through
+    train_and_evaluate, loads it back and draws 4 samples: (final record, model, images)."""
+    config = Config.create(data_dir=tfds_dir, hidden_dims=(16,), latent_dim=3, steps=2, eval_every=2,
+                           checkpoint_every=2, steps_per_call=1, batch_size=16, train_split="train[:64]",
+                           eval_split="test[:32]", **settings)
+    final = train_and_evaluate(config, path, progress=False)
+    model, params, step = workdir.load_model(path)
+    assert final["step"] == 2 == step and model.name == settings["model"]
+    images = np.asarray(sampling.sample_prior(model, params, jax.random.key(0), 4))
+    assert images.shape == (4, 28, 28, 1) and images.min() >= 0 and images.max() <= 1
+    return final, model, images
