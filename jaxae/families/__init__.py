@@ -21,6 +21,7 @@ from jaxae.families.hvae import HVAE
 from jaxae.families.iwae import IWAE
 from jaxae.families.miwae import MIWAE
 from jaxae.families.piwae import PIWAE
+from jaxae.families.vamp import VAMP
 from jaxae.families.vae import VAE, ConditionalVAE
 
 REGISTRY: dict[str, type] = {
@@ -31,6 +32,7 @@ REGISTRY: dict[str, type] = {
     "miwae": MIWAE,
     "piwae": PIWAE,
     "ciwae": CIWAE,
+    "vamp": VAMP,
     "ae": AE,
     "hvae": HVAE,
 }
@@ -77,5 +79,5 @@ def make_model(config: Config, spec: InputSpec) -> LatentModel:
     return model
 
 
-__all__ = ["AE", "CIWAE", "HVAE", "IWAE", "MIWAE", "PIWAE", "REGISTRY", "VAE", "ConditionalVAE", "LatentModel",
+__all__ = ["AE", "CIWAE", "HVAE", "IWAE", "MIWAE", "PIWAE", "REGISTRY", "VAE", "VAMP", "ConditionalVAE", "LatentModel",
            "check_config", "family_class", "make_model", "register"]
