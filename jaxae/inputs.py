@@ -21,7 +21,9 @@ from jaxae.data import InputSpec
 # Evaluation randomness (binarization, dequantization, posterior samples) uses this
 # fixed key, independent of the run's seed, so numbers compare across runs.
 EVAL_KEY_SEED = 20111125
-INPUT_FOLD, MODEL_FOLD, CORRUPTION_FOLD, FLIP_FOLD = 0, 1, 2, 3
+# Per-example key folds: the input's binarization, the model's posterior noise, the
+# denoising corruption, the flip augmentation, and prior draws a loss compares q(z) with.
+INPUT_FOLD, MODEL_FOLD, CORRUPTION_FOLD, FLIP_FOLD, PRIOR_FOLD = 0, 1, 2, 3, 4
 
 
 def fold(keys: jax.Array, i: int) -> jax.Array:

@@ -18,10 +18,12 @@ from jaxae.families.ae import AE
 from jaxae.families.base import LatentModel
 from jaxae.families.ciwae import CIWAE
 from jaxae.families.hvae import HVAE
+from jaxae.families.infovae import InfoVAE
 from jaxae.families.iwae import IWAE
 from jaxae.families.miwae import MIWAE
 from jaxae.families.piwae import PIWAE
 from jaxae.families.vamp import VAMP
+from jaxae.families.wae import WAE
 from jaxae.families.vae import VAE, ConditionalVAE
 
 REGISTRY: dict[str, type] = {
@@ -33,6 +35,8 @@ REGISTRY: dict[str, type] = {
     "piwae": PIWAE,
     "ciwae": CIWAE,
     "vamp": VAMP,
+    "wae": WAE,
+    "infovae": InfoVAE,
     "ae": AE,
     "hvae": HVAE,
 }
@@ -79,5 +83,5 @@ def make_model(config: Config, spec: InputSpec) -> LatentModel:
     return model
 
 
-__all__ = ["AE", "CIWAE", "HVAE", "IWAE", "MIWAE", "PIWAE", "REGISTRY", "VAE", "VAMP", "ConditionalVAE", "LatentModel",
-           "check_config", "family_class", "make_model", "register"]
+__all__ = ["AE", "CIWAE", "HVAE", "IWAE", "MIWAE", "InfoVAE", "PIWAE", "REGISTRY", "VAE", "VAMP", "WAE",
+           "ConditionalVAE", "LatentModel", "check_config", "family_class", "make_model", "register"]

@@ -22,7 +22,8 @@ only this interface and never a family's name:
   ``noise_scale(temperatures)``: how temperatures scale the prior draws;
   ``prior_draws(params, rng, num, scale)``: draws (num, prior_dim) that ``decode`` turns
   into samples from the family's prior (N(0, scale^2 I) unless the family's prior is
-  another, e.g. the VampPrior); ``has_prior``: False when the family has no prior of
+  another, e.g. the VampPrior); ``example_prior_draws(params, keys)``: one such draw per
+  example key (what a loss comparing q(z) with p(z) uses); ``has_prior``: False when the family has no prior of
   its own and is sampled through the density fitted to its codes (jaxae.priors).
 - ``inference_mask(params)``: which parameters belong to q(z|x) (True) and which to
   the generative model p(x|z) (False), for objectives that treat them differently.
@@ -204,6 +205,12 @@ class LatentModel:
         N(0, scale^2 I); ``scale`` is a scalar or (prior_dim,) (``noise_scale``'s result)."""
         del params
         return scale * jax.random.normal(rng, (num_samples, self.prior_dim))
+
+    def example_prior_draws(self, params: Params, keys: jax.Array) -> jax.Array:
+        """One prior draw per example (B, prior_dim), ``prior_draws`` from each key's fold
+        ``inputs.PRIOR_FOLD`` (independent of the posterior noise): for batch statistics
+        that compare q(z) with p(z), such as an MMD."""
+        return jax.vmap(lambda k: self.prior_draws(params, k, 1)[0])(inputs.fold(keys, inputs.PRIOR_FOLD))
 
     def inference_mask(self, params: Params) -> Any:
         """A pytree of bools like ``params``: True for the parameters of q(z|x) (the top-level

@@ -50,3 +50,29 @@ def train_two_steps_and_sample(tfds_dir: str, path: str, **settings):
     images = np.asarray(sampling.sample_prior(model, params, jax.random.key(0), 4))
     assert images.shape == (4, 28, 28, 1) and images.min() >= 0 and images.max() <= 1
     return final, model, images
+
+
+def mmd_u_statistic(x, y):
+    """numpy, loops: the unbiased MMD^2 of samples x, y (N, D) with k(a, b) = C / (C + |a - b|^2),
+    C = 2 D: mean over i != j of k(x_i, x_j) + k(y_i, y_j), minus twice the mean over all i, j
+    of k(x_i, y_j)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    n, d = x.shape
+    c = 2.0 * d
+
+    def k(a, b):
+        return c / (c + np.sum((a - b) ** 2))
+
+    within = sum(k(x[i], x[j]) + k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    return within - 2.0 * sum(k(x[i], y[j]) for i in range(n) for j in range(n)) / n**2
+
+
+def cross_entropy(probs, x):
+    """numpy: -log p(x) of binary images under independent Bernoulli probabilities, per image."""
+    probs, x = np.asarray(probs, np.float64), np.asarray(x, np.float64)
+    return -np.sum(x * np.log(probs) + (1 - x) * np.log1p(-probs), axis=(1, 2, 3))
+
+
+def prior_draws(keys, dim):
+    """N(0, I) draws (B, dim) from each example key's fold 4 (inputs.PRIOR_FOLD), by hand."""
+    return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 4), (1, dim))[0])(keys)
