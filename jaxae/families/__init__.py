@@ -22,6 +22,7 @@ from jaxae.families.infovae import InfoVAE
 from jaxae.families.iwae import IWAE
 from jaxae.families.miwae import MIWAE
 from jaxae.families.piwae import PIWAE
+from jaxae.families.rae import RAEGP, RAEL2
 from jaxae.families.vamp import VAMP
 from jaxae.families.wae import WAE
 from jaxae.families.vae import VAE, ConditionalVAE
@@ -37,6 +38,8 @@ REGISTRY: dict[str, type] = {
     "vamp": VAMP,
     "wae": WAE,
     "infovae": InfoVAE,
+    "rae_l2": RAEL2,
+    "rae_gp": RAEGP,
     "ae": AE,
     "hvae": HVAE,
 }
@@ -83,5 +86,5 @@ def make_model(config: Config, spec: InputSpec) -> LatentModel:
     return model
 
 
-__all__ = ["AE", "CIWAE", "HVAE", "IWAE", "MIWAE", "InfoVAE", "PIWAE", "REGISTRY", "VAE", "VAMP", "WAE",
-           "ConditionalVAE", "LatentModel", "check_config", "family_class", "make_model", "register"]
+__all__ = ["AE", "CIWAE", "HVAE", "IWAE", "MIWAE", "InfoVAE", "PIWAE", "RAEGP", "RAEL2", "REGISTRY", "VAE",
+           "VAMP", "WAE", "ConditionalVAE", "LatentModel", "check_config", "family_class", "make_model", "register"]

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxae import sampling, workdir
+from jaxae import priors, sampling, workdir
 from jaxae.config import Config
 from jaxae.data import InputSpec
 from jaxae.training import train_and_evaluate
@@ -47,7 +47,9 @@ def train_two_steps_and_sample(tfds_dir: str, path: str, **settings):
     final = train_and_evaluate(config, path, progress=False)
     model, params, step = workdir.load_model(path)
     assert final["step"] == 2 == step and model.name == settings["model"]
-    images = np.asarray(sampling.sample_prior(model, params, jax.random.key(0), 4))
+    prior = None if model.has_prior else priors.load(path)     # The density fitted to the codes.
+    assert model.has_prior or prior is not None
+    images = np.asarray(sampling.sample_prior(model, params, jax.random.key(0), 4, prior=prior))
     assert images.shape == (4, 28, 28, 1) and images.min() >= 0 and images.max() <= 1
     return final, model, images
 
