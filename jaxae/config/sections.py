@@ -84,7 +84,7 @@ class ObjectiveConfig:
     (``Family.settings``) and any other one set away from its default is refused."""
 
     beta: float = _f(1.0, "KL weight (vae, beta_vae, cvae, hvae, infovae: 1 - alpha; 1 = the ELBO)")
-    kl_warmup_steps: int = _f(0, "KL weight rises linearly from 0 over N steps (vae family, hvae)")
+    kl_warmup_steps: int = _f(0, "KL weight rises linearly from 0 over N steps (vae family, hvae, vamp)")
     free_bits: float = _f(0.0, "nats of batch-averaged KL that are free: per latent dimension for the "
                           "flat VAEs, per latent group for hvae")
     num_importance_samples: int = _f(1, "K of the IWAE objective (iwae, miwae, piwae, ciwae)")

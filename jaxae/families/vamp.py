@@ -8,7 +8,8 @@ learned pseudo-inputs u_k:
 The pseudo-inputs are sigmoid of learned (K, H, W, C) parameters (initialised N(0, 1)),
 so they lie in (0, 1) as the encoder's inputs do. With no closed form for the KL the loss
 is the negative ELBO with a one-sample Monte Carlo KL, log q(z|x) - log p(z) at the
-reparameterised z ~ q(z|x); evaluation's NELBO uses the same estimate (one latent
+reparameterised z ~ q(z|x), its weight rising linearly from 0 to 1 over
+``kl_warmup_steps`` (Tomczak & Welling warm up over 100 epochs); evaluation's NELBO uses the same estimate (one latent
 "unit": the whole code) and its IWAE bound the VampPrior's log-density (``log_weights``).
 Samples: a component k uniformly, then z ~ q(z|u_k), its standard deviation scaled by the
 temperature. One stochastic layer, unconditional.
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxae import distributions as dist
+from jaxae import objectives
 from jaxae.config import Config
 from jaxae.data import InputSpec
 from jaxae.errors import ConfigError
@@ -78,9 +80,10 @@ class VampNet(OneLayerNet):
 @dataclasses.dataclass(frozen=True)
 class VAMP(LatentModel):
     vamp_components: int = 500
+    kl_warmup_steps: int = 0
 
     name = "vamp"
-    settings = ("vamp_components",)
+    settings = ("vamp_components", "kl_warmup_steps")
     supports_conditional = False
 
     @classmethod
@@ -111,5 +114,7 @@ class VAMP(LatentModel):
              ) -> tuple[jax.Array, dict[str, jax.Array]]:
         terms = self.forward(params, batch, keys)
         recon, kl = terms["recon"], jnp.sum(terms["kl_per_unit"], axis=-1)
-        loss = jnp.mean(recon + kl)
-        return loss, {"nelbo": loss, "recon": jnp.mean(recon), "kl": jnp.mean(kl), "loss": loss}
+        weight = objectives.kl_weight(step, 1.0, self.kl_warmup_steps)
+        loss = objectives.elbo_loss(recon, terms["kl_per_unit"], weight)
+        return loss, {"nelbo": jnp.mean(recon + kl), "recon": jnp.mean(recon), "kl": jnp.mean(kl),
+                      "kl_weight": weight, "loss": loss}

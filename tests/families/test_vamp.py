@@ -19,7 +19,7 @@ from jaxae.errors import ConfigError
 from jaxae.families import make_model
 from jaxae.families.vamp import VAMP, VampNet
 
-TINY = dict(model="vamp", hidden_dims=(16,), latent_dim=3, vamp_components=4)
+TINY = dict(model="vamp", hidden_dims=(16,), latent_dim=3, vamp_components=4, kl_warmup_steps=10)
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -52,8 +52,9 @@ def pieces(model, params, x, keys, num_samples):
     log_px = model.likelihood.log_prob(decode(z), x)
     log_px_s = model.likelihood.log_prob(decode(z_s.reshape(-1, 3)).reshape(*z_s.shape[:2], *x.shape[1:]), x[:, None])
     batch = {"x": x, "x_in": x}
-    return dict(comp_mean=comp_mean, comp_logvar=comp_logvar, mean=mean, logvar=logvar, z=z, z_s=z_s, log_px=log_px,
-                log_px_s=log_px_s, log_prior=model.log_prior(params, z_s), loss=model.loss(params, batch, keys),
+    return dict(warm_loss=model.loss(params, batch, keys, 4)[0],
+                comp_mean=comp_mean, comp_logvar=comp_logvar, mean=mean, logvar=logvar, z=z, z_s=z_s, log_px=log_px,
+                log_px_s=log_px_s, log_prior=model.log_prior(params, z_s), loss=model.loss(params, batch, keys, 10),
                 log_w=model.log_weights(params, x, keys, num_samples), terms=model.eval_terms(params, batch, keys))
 
 
@@ -77,11 +78,15 @@ def test_log_prior_is_the_log_mean_exp_of_the_components_densities(case):
 
 
 def test_loss_is_the_negative_elbo_with_a_monte_carlo_kl(case):
-    """loss = mean_b [-log p(x|z) + log q(z|x) - log p_vamp(z)], z = mean + std * noise(keys)."""
+    """loss = mean_b [-log p(x|z) + w (log q(z|x) - log p_vamp(z))], z = mean + std * noise(keys), w
+    the warm-up's KL weight."""
     _, _, p = case
     kl = gaussian_log_prob(p["z"], p["mean"], p["logvar"]) - vamp_log_prior(p["z"], p["comp_mean"], p["comp_logvar"])
     (loss, scalars), terms = p["loss"], p["terms"]
     np.testing.assert_allclose(loss, np.mean(-p["log_px"] + kl), rtol=1e-5)
+    # --kl_warmup_steps 10: at step 4 the KL's weight is 0.4.
+    np.testing.assert_allclose(p["warm_loss"], np.mean(-p["log_px"] + 0.4 * kl), rtol=1e-5)
+    assert scalars["kl_weight"] == 1.0
     np.testing.assert_allclose([scalars["recon"], scalars["kl"]], [-p["log_px"].mean(), kl.mean()], rtol=1e-5)
     np.testing.assert_allclose(terms["nelbo"], -p["log_px"] + kl, rtol=1e-5)
     assert terms["kl_per_unit"].shape == (5, 1)
