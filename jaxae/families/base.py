@@ -23,8 +23,9 @@ only this interface and never a family's name:
   ``prior_draws(params, rng, num, scale)``: draws (num, prior_dim) that ``decode`` turns
   into samples from the family's prior (N(0, scale^2 I) unless the family's prior is
   another, e.g. the VampPrior); ``example_prior_draws(params, keys)``: one such draw per
-  example key (what a loss comparing q(z) with p(z) uses); ``has_prior``: False when the family has no prior of
-  its own and is sampled through the density fitted to its codes (jaxae.priors).
+  example key (what a loss comparing q(z) with p(z) uses); ``has_prior``: False when the
+  family has no prior of its own and is sampled through the density fitted to its codes
+  (jaxae.priors).
 - ``inference_mask(params)``: which parameters belong to q(z|x) (True) and which to
   the generative model p(x|z) (False), for objectives that treat them differently.
 
