@@ -32,6 +32,8 @@ REGISTRY: dict[str, type] = {
     "beta_vae": VAE,
     "cvae": ConditionalVAE,
     "iwae": IWAE,
+    "ae": AE,
+    "hvae": HVAE,
     "miwae": MIWAE,
     "piwae": PIWAE,
     "ciwae": CIWAE,
@@ -40,8 +42,6 @@ REGISTRY: dict[str, type] = {
     "infovae": InfoVAE,
     "rae_l2": RAEL2,
     "rae_gp": RAEGP,
-    "ae": AE,
-    "hvae": HVAE,
 }
 
 
