@@ -117,8 +117,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="scale of the prior latents; for hvae one value or one per latent group, "
                              "coarsest first, comma-separated (default: 1.0)")
     parser.add_argument("--prior", choices=("standard", "fitted"), default=None,
-                        help="standard N(0, I), or the density fitted to the training codes "
-                             "(default: fitted for ae, standard otherwise)")
+                        help="standard: the model's own prior (N(0, I), or the family's, e.g. the "
+                             "VampPrior), or the density fitted to the training codes (default: fitted "
+                             "for the families without a prior of their own: ae, rae_l2, rae_gp; "
+                             "standard otherwise)")
     parser.add_argument("--label", default=None,
                         help="class to draw (cvae): a number, or all for a row per class (default: all)")
     parser.add_argument("--interpolate", type=int, nargs=2, metavar=("A", "B"), default=None,
@@ -191,13 +193,13 @@ def main(argv: list[str] | None = None) -> None:
         out = sampling.interleave_rows(inputs.scaled(noisy, model.spec), clean, 1) if len(noisy) == 1 else clean
         num_cols = 1 if len(noisy) == 1 else 8
     else:
-        prior_name = args.prior or ("fitted" if model.deterministic else "standard")
+        prior_name = args.prior or ("standard" if model.has_prior else "fitted")
         prior = priors.load(folder) if prior_name == "fitted" else None
         if prior_name == "fitted" and prior is None:
             raise ConfigError(f"--prior fitted: {folder!r} holds no {priors.PRIOR_FILE}; retrain with "
                               "this version of train.py")
-        if model.deterministic and prior is None:
-            raise ConfigError("an ae has no standard prior: use --prior fitted")
+        if not model.has_prior and prior is None:
+            raise ConfigError(f"an {model.name} has no prior of its own: use --prior fitted")
         labels, per_class = _labels(args.label, model, args.num_samples)
         num = args.num_samples if labels is None else len(labels)
         sharding, placed = on_devices(num)

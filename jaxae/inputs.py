@@ -5,8 +5,9 @@ Randomness is per example: each example's key is fold_in(step key, global index 
 example in the batch) (:func:`example_keys`), and it is split by fold_in again:
 fold 0 turns the image into model input (binarization / dequantization), fold 1 is the
 model's (its latent noise), fold 2 the denoising corruption, fold 3 the random
-horizontal flip, fold 4 the random crop. So every way of running a step (one device, a mesh, pmap) draws the
-same numbers for the same global batch.
+horizontal flip, fold 4 the random crop, fold 5 the prior draws of the MMD losses. So
+every way of running a step (one device, a mesh, pmap) draws the same numbers for the
+same global batch.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from jaxae.data import InputSpec
 # Evaluation randomness (binarization, dequantization, posterior samples) uses this
 # fixed key, independent of the run's seed, so numbers compare across runs.
 EVAL_KEY_SEED = 20111125
-INPUT_FOLD, MODEL_FOLD, CORRUPTION_FOLD, FLIP_FOLD, CROP_FOLD = 0, 1, 2, 3, 4
+# Per-example key folds: the input's binarization, the model's posterior noise, the
+# denoising corruption, the flip and crop augmentations, and prior draws a loss compares q(z) with.
+INPUT_FOLD, MODEL_FOLD, CORRUPTION_FOLD, FLIP_FOLD, CROP_FOLD, PRIOR_FOLD = 0, 1, 2, 3, 4, 5
 
 
 def fold(keys: jax.Array, i: int) -> jax.Array:

@@ -43,6 +43,49 @@ def iwae_loss(log_weights: jax.Array) -> jax.Array:
     return -jnp.mean(jax.nn.logsumexp(log_weights, axis=1) - math.log(num))
 
 
+def miwae_loss(log_weights: jax.Array, num_bounds: int) -> jax.Array:
+    """MIWAE(M, K) loss (Rainforth et al. 2018): minus the mean of M independent K-sample IWAE
+    bounds. log_weights (B, M * K), sample s = m * K + k belonging to bound m.
+
+    M = 1 is ``iwae_loss``; K = 1 is the negative M-sample ELBO (the mean of the log-weights).
+    """
+    batch, total = log_weights.shape
+    if total % num_bounds:
+        raise ValueError(f"{total} samples do not split into {num_bounds} bounds")
+    return iwae_loss(log_weights.reshape(batch * num_bounds, total // num_bounds))
+
+
+def ciwae_loss(log_weights: jax.Array, beta: float | jax.Array) -> jax.Array:
+    """CIWAE loss (Rainforth et al. 2018): -(beta ELBO_K + (1 - beta) IWAE_K) on the same K
+    samples, log_weights (B, K); ELBO_K is the mean of the log-weights (``miwae_loss`` with
+    M = K). beta = 1 is the negative ELBO, beta = 0 the IWAE loss."""
+    elbo = miwae_loss(log_weights, log_weights.shape[1])
+    return beta * elbo + (1.0 - beta) * iwae_loss(log_weights)
+
+
+def imq_kernel(x: jax.Array, y: jax.Array, scale: float | jax.Array) -> jax.Array:
+    """Inverse multiquadratic kernel k(x, y) = C / (C + ||x - y||^2): x (N, D), y (M, D) -> (N, M)."""
+    sq_dist = jnp.sum(jnp.square(x[:, None, :] - y[None, :, :]), axis=-1)
+    return scale / (scale + sq_dist)
+
+
+def mmd_imq(x: jax.Array, y: jax.Array, prior_var: float = 1.0) -> jax.Array:
+    """Unbiased (U-statistic) estimate of MMD^2 between the samples x (N, D) and y (N, D) with
+    the inverse multiquadratic kernel of C = 2 D prior_var (Tolstikhin et al. 2018):
+
+        1/(N(N-1)) sum_{i != j} [k(x_i, x_j) + k(y_i, y_j)] - 2/N^2 sum_{i, j} k(x_i, y_j).
+
+    N >= 2. A scalar, which may be slightly negative (the estimate is unbiased).
+    """
+    n, dim = x.shape
+    if n < 2:
+        raise ValueError(f"the unbiased MMD needs at least 2 samples, got {n}")
+    scale = 2.0 * dim * prior_var
+    off_diagonal = 1.0 - jnp.eye(n)
+    within = jnp.sum((imq_kernel(x, x, scale) + imq_kernel(y, y, scale)) * off_diagonal) / (n * (n - 1))
+    return within - 2.0 * jnp.mean(imq_kernel(x, y, scale))
+
+
 def autoencoder_loss(recon: jax.Array, code: jax.Array, code_l2: float = 0.0) -> jax.Array:
     """Deterministic autoencoder: mean(recon) + code_l2 * mean_b ||z_b||^2. recon (B,), code (B, D)."""
     return jnp.mean(recon) + code_l2 * jnp.mean(jnp.sum(jnp.square(code), axis=-1))

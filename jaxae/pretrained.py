@@ -145,7 +145,7 @@ def export(workdir: str, card_: Card, root: str = ROOT) -> str:
     layout.load_config(workdir).replace(data_dir=None, manual_dir=None).save(layout.config_path(folder))
     shutil.copyfile(os.path.join(workdir, layout.INPUT_SPEC_FILE), os.path.join(folder, layout.INPUT_SPEC_FILE))
     save_params(os.path.join(folder, PARAMS_FILE), params)
-    if model.deterministic and priors.load(workdir) is not None:
+    if not model.has_prior and priors.load(workdir) is not None:
         shutil.copyfile(os.path.join(workdir, priors.PRIOR_FILE), os.path.join(folder, priors.PRIOR_FILE))
     io.write_text(os.path.join(folder, CARD_FILE), json.dumps(dataclasses.asdict(card_), indent=2) + "\n")
     return folder

@@ -17,7 +17,8 @@ def sample_prior(model, params, rng: jax.Array, num_samples: int, temperature: f
                  sharding: jax.sharding.NamedSharding | None = None) -> jax.Array:
     """Decodes latents into mean images, float32 (num_samples, H, W, C) in [0, 1].
 
-    Latents: z ~ N(0, temperature^2 I) of size ``model.prior_dim``, or from a fitted
+    Latents: the family's prior draws (``model.prior_draws``: N(0, temperature^2 I) of
+    size ``model.prior_dim`` unless the family's prior is another), or from a fitted
     prior (jaxae.priors) with its covariance scaled by temperature^2. ``temperature``
     may be a (prior_dim,) vector (``model.noise_scale`` of per-group temperatures).
     ``labels`` (num_samples,) pick the classes of a conditional model. ``sharding``: split
@@ -25,7 +26,7 @@ def sample_prior(model, params, rng: jax.Array, num_samples: int, temperature: f
     replicated); the images do not change.
     """
     if prior is None:
-        z = temperature * jax.random.normal(rng, (num_samples, model.prior_dim))
+        z = model.prior_draws(params, rng, num_samples, temperature)
     else:
         z = priors.sample(prior, rng, num_samples, temperature)
     if sharding is not None:

@@ -30,12 +30,18 @@ FAMILIES = {
     "cvae": ["--steps", "300", "--eval_every", "300", "--hidden_dims", "64", "--latent_dim", "2",
              "--learning_rate", "0.003"],
     "ae": ["--code_l2", "0.001", "--input_noise", "flip", "--noise_level", "0.1", "--latent_mixture", "3"],
+    "piwae": ["--miwae_m", "2", "--num_importance_samples", "2"],
+    "vamp": ["--vamp_components", "10"],                       # sample.py draws from the VampPrior
+    "wae": ["--mmd_weight", "5"],                              # deterministic, sampled from N(0, I)
+    "rae_gp": ["--decoder_reg", "0.01", "--code_l2", "0.001"],  # deterministic, sampled from prior.npz
     # The smallest preset, 2 steps of 8 images: the conv hierarchy is slow to compile on a CPU.
     # Fewer images to encode (for the fitted prior) and evaluate keep its evaluations short.
     "hvae": ["--arch", "hvae_mnist", "--steps", "2", "--eval_every", "2", "--batch_size", "8",
              "--train_split", "train[:64]", "--eval_split", "test[:16]"],
 }
 IN_PROCESS = [family for family in FAMILIES if family != "hvae"]
+NO_BOUND = ("ae", "wae", "rae_gp")    # Deterministic: reconstruction metrics, no likelihood bound.
+MC_KL = ("vamp",)                      # Its NELBO is a one-sample Monte Carlo estimate, not a closed form.
 
 
 def _model(family):
@@ -103,11 +109,11 @@ def test_family_evaluates_through_evaluate_py(trained_families, tfds_dir, family
         report = json.load(f)
     assert report["num_images"] == 8 and report["devices"] == 4
     assert np.isfinite(report["recon"]) and report["mse"] > 0
-    if family == "ae":
+    if family in NO_BOUND:
         assert "nll_iwae" not in report and "nelbo" not in report and report["recon"] > 0
     else:
         assert report["iwae_samples"] == 6 and "nll_iwae(k=6)" in stdout
-        assert report["nll_iwae"] < report["nelbo"] + 1e-3
+        assert report["nll_iwae"] < report["nelbo"] + (5.0 if family in MC_KL else 1e-3)
         assert report["bpd"] == pytest.approx(report["nelbo"] / (784 * np.log(2)))
 
 

@@ -95,12 +95,21 @@ class ObjectiveConfig:
     """Settings of the families' objectives; each family declares the ones it uses
     (``Family.settings``) and any other one set away from its default is refused."""
 
-    beta: float = _f(1.0, "KL weight (vae, beta_vae, cvae, hvae; 1 = the ELBO)")
-    kl_warmup_steps: int = _f(0, "KL weight rises linearly from 0 over N steps (vae family, hvae)")
+    beta: float = _f(1.0, "KL weight (vae, beta_vae, cvae, hvae, infovae: 1 - alpha; 1 = the ELBO)")
+    kl_warmup_steps: int = _f(0, "KL weight rises linearly from 0 over N steps (vae family, hvae, vamp)")
     free_bits: float = _f(0.0, "nats of batch-averaged KL that are free: per latent dimension for the "
                           "flat VAEs, per latent group for hvae")
-    num_importance_samples: int = _f(1, "K of the IWAE objective (iwae)")
-    code_l2: float = _f(0.0, "L2 penalty on the code (ae)")
+    num_importance_samples: int = _f(1, "K of the IWAE objective (iwae, miwae, piwae, ciwae)")
+    miwae_m: int = _f(1, "M of MIWAE(M, K): the loss averages M independent K-sample IWAE bounds (miwae; "
+                      "piwae's encoder, whose decoder takes the IWAE bound of all M*K samples)")
+    ciwae_beta: float = _f(0.5, "beta of CIWAE = beta * ELBO + (1 - beta) * IWAE_K on the same K samples (ciwae), "
+                           "in [0, 1]")
+    vamp_components: int = _f(500, "K of the VampPrior: learned pseudo-inputs whose posteriors make up the "
+                              "prior (vamp)")
+    mmd_weight: float = _f(10.0, "weight of MMD(q(z), p(z)) in the loss (wae: lambda; infovae: alpha + lambda - 1)")
+    code_l2: float = _f(0.0, "L2 penalty on the code: weight of ||z||^2 (ae, rae_l2, rae_gp: beta/2 of the RAE)")
+    decoder_reg: float = _f(0.0, "weight of the RAE's decoder regulariser, > 0: squared L2 norm of the decoder's "
+                            "parameters (rae_l2) or squared norm of the decoder's Jacobian at the code (rae_gp)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -52,7 +52,7 @@ def validate(config: Config) -> Config:
             _choice(flag, config.flat()[flag], field.metadata["choices"])
     if not m.family:
         raise ConfigError("--model must name a model family")
-    for name in ("beta", "free_bits", "code_l2"):
+    for name in ("beta", "free_bits", "code_l2", "mmd_weight", "decoder_reg"):
         if not getattr(o, name) >= 0:
             raise ConfigError(f"--{name} must be >= 0, got {getattr(o, name)}")
     for name, value in (("kl_warmup_steps", o.kl_warmup_steps), ("latent_mixture", m.latent_mixture),
@@ -66,6 +66,10 @@ def validate(config: Config) -> Config:
     if d.image_size is not None and not 1 <= d.image_size <= MAX_IMAGE_SIZE:
         raise ConfigError(f"--image_size must be in 1..{MAX_IMAGE_SIZE} (or none: keep the native size), "
                           f"got {d.image_size}")
+    _positive("miwae_m", o.miwae_m)
+    _positive("vamp_components", o.vamp_components)
+    if not 0.0 <= o.ciwae_beta <= 1.0:
+        raise ConfigError(f"--ciwae_beta must be in [0, 1], got {o.ciwae_beta}")
     if d.input_noise != "none" and not 0 < d.noise_level <= (10.0 if d.input_noise == "gaussian" else 1.0):
         raise ConfigError(f"--noise_level must be in (0, {10 if d.input_noise == 'gaussian' else 1}] "
                           f"with --input_noise {d.input_noise}, got {d.noise_level}")

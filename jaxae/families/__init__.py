@@ -16,8 +16,15 @@ from jaxae.data import InputSpec
 from jaxae.errors import ConfigError
 from jaxae.families.ae import AE
 from jaxae.families.base import LatentModel
+from jaxae.families.ciwae import CIWAE
 from jaxae.families.hvae import HVAE
+from jaxae.families.infovae import InfoVAE
 from jaxae.families.iwae import IWAE
+from jaxae.families.miwae import MIWAE
+from jaxae.families.piwae import PIWAE
+from jaxae.families.rae import RAEGP, RAEL2
+from jaxae.families.vamp import VAMP
+from jaxae.families.wae import WAE
 from jaxae.families.vae import VAE, ConditionalVAE
 
 REGISTRY: dict[str, type] = {
@@ -27,6 +34,14 @@ REGISTRY: dict[str, type] = {
     "iwae": IWAE,
     "ae": AE,
     "hvae": HVAE,
+    "miwae": MIWAE,
+    "piwae": PIWAE,
+    "ciwae": CIWAE,
+    "vamp": VAMP,
+    "wae": WAE,
+    "infovae": InfoVAE,
+    "rae_l2": RAEL2,
+    "rae_gp": RAEGP,
 }
 
 
@@ -71,5 +86,5 @@ def make_model(config: Config, spec: InputSpec) -> LatentModel:
     return model
 
 
-__all__ = ["AE", "HVAE", "IWAE", "REGISTRY", "VAE", "ConditionalVAE", "LatentModel", "check_config",
-           "family_class", "make_model", "register"]
+__all__ = ["AE", "CIWAE", "HVAE", "IWAE", "MIWAE", "InfoVAE", "PIWAE", "RAEGP", "RAEL2", "REGISTRY", "VAE",
+           "VAMP", "WAE", "ConditionalVAE", "LatentModel", "check_config", "family_class", "make_model", "register"]

@@ -30,7 +30,8 @@ class AE(LatentModel):
     def check(cls, config: Config) -> None:
         super().check(config)
         if config.model.stochastic_layers != 1:
-            raise ConfigError("--stochastic_layers 2 needs a stochastic model (vae, beta_vae, iwae, cvae), not ae")
+            raise ConfigError(f"--stochastic_layers 2 needs a stochastic model (vae, beta_vae, iwae, cvae), "
+                              f"not {cls.name}")
 
     def eval_terms(self, params: Params, batch: dict, keys: jax.Array) -> dict[str, jax.Array]:
         terms = self.forward(params, batch, keys)

@@ -19,7 +19,15 @@ only this interface and never a family's name:
   (B, S), what the IWAE bound needs (``bound`` is False when the family has none).
 - ``encode(params, x, labels) -> (mean, logvar)`` of the code, (B, latent_dim);
   ``decode(params, v, labels)``: mean images in [0, 1] from prior draws v (B, prior_dim);
-  ``noise_scale(temperatures)``: how temperatures scale the prior draws.
+  ``noise_scale(temperatures)``: how temperatures scale the prior draws;
+  ``prior_draws(params, rng, num, scale)``: draws (num, prior_dim) that ``decode`` turns
+  into samples from the family's prior (N(0, scale^2 I) unless the family's prior is
+  another, e.g. the VampPrior); ``example_prior_draws(params, keys)``: one such draw per
+  example key (what a loss comparing q(z) with p(z) uses); ``has_prior``: False when the
+  family has no prior of its own and is sampled through the density fitted to its codes
+  (jaxae.priors).
+- ``inference_mask(params)``: which parameters belong to q(z|x) (True) and which to
+  the generative model p(x|z) (False), for objectives that treat them differently.
 
 :class:`LatentModel` implements all of it for networks with the four methods of
 jaxae.nets.stochastic; a family subclasses it and writes ``loss`` (and ``build`` when its
@@ -118,6 +126,12 @@ class LatentModel:
         return not self.deterministic
 
     @property
+    def has_prior(self) -> bool:
+        """Whether ``prior_draws`` samples the model's own prior; False (the deterministic
+        families by default) means samples come from the density fitted to the codes."""
+        return not self.deterministic
+
+    @property
     def prior_dim(self) -> int:
         """Size of the N(0, I) draws that ``decode`` turns into prior samples (the code)."""
         return self.latent_dim
@@ -185,6 +199,28 @@ class LatentModel:
         """Prior draws or codes (B, prior_dim) -> mean images (B, H, W, C) in [0, 1]."""
         out = self.net.apply({"params": params}, v, self.condition(labels), method=type(self.net).decode)
         return self.likelihood.mean(out)
+
+    def prior_draws(self, params: Params, rng: jax.Array, num_samples: int,
+                    scale: float | jax.Array = 1.0) -> jax.Array:
+        """Draws (num_samples, prior_dim) float32 from the prior, for ``decode``: here
+        N(0, scale^2 I); ``scale`` is a scalar or (prior_dim,) (``noise_scale``'s result)."""
+        del params
+        return scale * jax.random.normal(rng, (num_samples, self.prior_dim))
+
+    def example_prior_draws(self, params: Params, keys: jax.Array) -> jax.Array:
+        """One prior draw per example (B, prior_dim), ``prior_draws`` from each key's fold
+        ``inputs.PRIOR_FOLD`` (independent of the posterior noise): for batch statistics
+        that compare q(z) with p(z), such as an MMD."""
+        return jax.vmap(lambda k: self.prior_draws(params, k, 1)[0])(inputs.fold(keys, inputs.PRIOR_FOLD))
+
+    def inference_mask(self, params: Params) -> Any:
+        """A pytree of bools like ``params``: True for the parameters of q(z|x) (the top-level
+        modules whose names end in ``encoder``), False for the generative model's."""
+        def mask(name: str, sub: Any) -> Any:
+            inference = name.endswith("encoder")
+            return jax.tree.map(lambda _: inference, sub)
+
+        return {name: mask(name, sub) for name, sub in params.items()}
 
     def noise_scale(self, temperatures: list[float]) -> float | jax.Array:
         """Sampling temperatures -> the scale of the (prior_dim,) N(0, I) draws: one value here."""

@@ -103,12 +103,12 @@ def grid_labels(model, num: int) -> jax.Array | None:
 
 def write_images(model, params, test_images: jax.Array, test_labels: jax.Array | None, rng: jax.Array,
                  workdir: str, prior=None, log: MetricsLog | None = None, step: int = 0) -> None:
-    """Writes samples.png (decoded prior draws: N(0, I), or the fitted prior for a
-    deterministic model) and reconstructions.png (rows of test inputs above their
+    """Writes samples.png (decoded prior draws: the family's prior, or the fitted prior for
+    a family without one) and reconstructions.png (rows of test inputs above their
     reconstructions)."""
     samples = np.asarray(sampling.sample_prior(model, params, rng, NUM_GRID_SAMPLES, 1.0,
                                                grid_labels(model, NUM_GRID_SAMPLES),
-                                               prior if model.deterministic else None))
+                                               None if model.has_prior else prior))
     shown = test_images[:NUM_GRID_RECONSTRUCTIONS]
     labels = None if test_labels is None or not model.conditional else test_labels[:NUM_GRID_RECONSTRUCTIONS]
     recons = sampling.reconstruct(model, params, shown, labels)

@@ -2,12 +2,13 @@
 z the encoder's mean, by hand, on the clean and on the denoising batch."""
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from family_helpers import random_params
 
 from jaxae import inputs
 from jaxae.config import Config
@@ -20,18 +21,6 @@ SHAPE = (6, 6, 1)
 BINARY = InputSpec(image_shape=SHAPE, num_classes=10, mode="binary")
 TINY = dict(model="ae", hidden_dims=(16,), latent_dim=3)
 
-
-def random_params(model, seed: int, scale: float = 1.0):
-    """Parameters of ``model`` drawn afresh from a seeded normal (shapes from model.init, traced
-    only): kernels with std scale / sqrt(fan_in), biases with std scale; not the initialisation."""
-    shapes = jax.eval_shape(model.init, jax.random.key(0))
-    flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
-    rng = np.random.default_rng(seed)
-    leaves = []
-    for path, leaf in flat:
-        std = scale / math.sqrt(math.prod(leaf.shape[:-1])) if path[-1].key == "kernel" else scale
-        leaves.append(jnp.asarray(std * rng.standard_normal(leaf.shape), jnp.float32))
-    return treedef.unflatten(leaves)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from family_helpers import random_params as shared_random_params
+
 from jaxae import distributions as dist
 from jaxae import inputs, sampling, training
 from jaxae.config import HVAE_PRESETS, Config, validate
@@ -25,24 +27,16 @@ LOG_2PI = math.log(2 * math.pi)
 TWO_LEVELS = ((4, 1, 2), (1, 1, 1))      # groups at 1x1, 4x4, 4x4 (top first): noise 2 + 32 + 32
 
 
+def random_params(model, seed: int, scale: float = 0.5):
+    """family_helpers.random_params with scale 0.5 by default: unlike the initialisation the prior
+    blocks' last convs are non-zero, so the learned priors are not N(0, I)."""
+    return shared_random_params(model, seed, scale)
+
+
 def tiny_model(stages, zdim=2, **settings) -> HVAE:
     arch = HVAEArch(width=8, bottleneck=4, zdim=zdim, stages=stages)
     return HVAE(net=HierarchicalNet(arch=arch, out_channels=1), likelihood=Bernoulli(), spec=SPEC,
                 latent_dim=arch.top_dim, noise_dim=arch.noise_dim, convolutional=True, **settings)
-
-
-def random_params(model, seed: int, scale: float = 0.5):
-    """Parameters of ``model`` drawn afresh from a seeded normal (shapes from model.init, traced
-    only): kernels with std scale / sqrt(fan_in), every other leaf with std scale. Unlike the
-    initialisation the prior blocks' last convs are non-zero: the learned priors are not N(0, I)."""
-    shapes = jax.eval_shape(model.init, jax.random.key(0))
-    flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
-    rng = np.random.default_rng(seed)
-    leaves = []
-    for path, leaf in flat:
-        std = scale / math.sqrt(math.prod(leaf.shape[:-1])) if path[-1].key == "kernel" else scale
-        leaves.append(jnp.asarray(std * rng.standard_normal(leaf.shape), jnp.float32))
-    return treedef.unflatten(leaves)
 
 
 def binary_x(n: int, seed: int = 0) -> jax.Array:

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import scipy.special
 
+from family_helpers import random_params
+
 from jaxae import inputs, objectives
 from jaxae.config import Config
 from jaxae.data import InputSpec
@@ -24,18 +26,6 @@ BINARY = InputSpec(image_shape=SHAPE, num_classes=10, mode="binary")
 TINY = dict(model="iwae", hidden_dims=(16,), latent_dim=3)
 LOG_2PI = math.log(2 * math.pi)
 
-
-def random_params(model, seed: int, scale: float = 1.0):
-    """Parameters of ``model`` drawn afresh from a seeded normal (shapes from model.init, traced
-    only): kernels with std scale / sqrt(fan_in), biases with std scale; not the initialisation."""
-    shapes = jax.eval_shape(model.init, jax.random.key(0))
-    flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
-    rng = np.random.default_rng(seed)
-    leaves = []
-    for path, leaf in flat:
-        std = scale / math.sqrt(math.prod(leaf.shape[:-1])) if path[-1].key == "kernel" else scale
-        leaves.append(jnp.asarray(std * rng.standard_normal(leaf.shape), jnp.float32))
-    return treedef.unflatten(leaves)
 
 
 def binary_images(n: int, seed: int = 1) -> jax.Array:

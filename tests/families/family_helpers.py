@@ -1,0 +1,80 @@
+"""Shared by the family tests: random parameters away from the initialisation, tiny binary
+images, and a 2-step run through the training loop that then samples."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxae import priors, sampling, workdir
+from jaxae.config import Config
+from jaxae.data import InputSpec
+from jaxae.training import train_and_evaluate
+
+SHAPE = (6, 6, 1)
+BINARY = InputSpec(image_shape=SHAPE, num_classes=10, mode="binary")
+
+
+def random_params(model, seed: int, scale: float = 1.0):
+    """Parameters of ``model`` drawn afresh from a seeded normal (shapes from model.init, traced
+    only): kernels with std scale / sqrt(fan_in), other leaves with std scale."""
+    shapes = jax.eval_shape(model.init, jax.random.key(0))
+    flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+    rng = np.random.default_rng(seed)
+    leaves = []
+    for path, leaf in flat:
+        std = scale / math.sqrt(math.prod(leaf.shape[:-1])) if path[-1].key == "kernel" else scale
+        leaves.append(jnp.asarray(std * rng.standard_normal(leaf.shape), jnp.float32))
+    return treedef.unflatten(leaves)
+
+
+def binary_images(n: int, seed: int = 1) -> jax.Array:
+    """float32 (n, 6, 6, 1) of zeros and ones."""
+    return jnp.asarray(np.random.default_rng(seed).random((n, *SHAPE)) < 0.3, jnp.float32)
+
+
+def f64(tree):
+    return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
+
+
+def train_two_steps_and_sample(tfds_dir: str, path: str, **settings):
+    """Trains ``settings`` (the family and its options) for 2 steps on mnist_5k through
+    train_and_evaluate, loads it back and draws 4 samples: (final record, model, images)."""
+    config = Config.create(data_dir=tfds_dir, hidden_dims=(16,), latent_dim=3, steps=2, eval_every=2,
+                           checkpoint_every=2, steps_per_call=1, batch_size=16, train_split="train[:64]",
+                           eval_split="test[:32]", **settings)
+    final = train_and_evaluate(config, path, progress=False)
+    model, params, step = workdir.load_model(path)
+    assert final["step"] == 2 == step and model.name == settings["model"]
+    prior = None if model.has_prior else priors.load(path)     # The density fitted to the codes.
+    assert model.has_prior or prior is not None
+    images = np.asarray(sampling.sample_prior(model, params, jax.random.key(0), 4, prior=prior))
+    assert images.shape == (4, 28, 28, 1) and images.min() >= 0 and images.max() <= 1
+    return final, model, images
+
+
+def mmd_u_statistic(x, y):
+    """numpy, loops: the unbiased MMD^2 of samples x, y (N, D) with k(a, b) = C / (C + |a - b|^2),
+    C = 2 D: mean over i != j of k(x_i, x_j) + k(y_i, y_j), minus twice the mean over all i, j
+    of k(x_i, y_j)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    n, d = x.shape
+    c = 2.0 * d
+
+    def k(a, b):
+        return c / (c + np.sum((a - b) ** 2))
+
+    within = sum(k(x[i], x[j]) + k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    return within - 2.0 * sum(k(x[i], y[j]) for i in range(n) for j in range(n)) / n**2
+
+
+def cross_entropy(probs, x):
+    """numpy: -log p(x) of binary images under independent Bernoulli probabilities, per image."""
+    probs, x = np.asarray(probs, np.float64), np.asarray(x, np.float64)
+    return -np.sum(x * np.log(probs) + (1 - x) * np.log1p(-probs), axis=(1, 2, 3))
+
+
+def prior_draws(keys, dim):
+    """N(0, I) draws (B, dim) from each example key's fold 5 (inputs.PRIOR_FOLD), by hand."""
+    return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 5), (1, dim))[0])(keys)
