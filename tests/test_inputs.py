@@ -37,8 +37,8 @@ def test_to_model_input_modes():
     for i in range(3):  # (k + u) / 256, u ~ U[0, 1) from the example's key.
         np.testing.assert_allclose(deq[i], (IMAGES[i] + jax.random.uniform(KEYS[i], (2, 2, 1))) / 256.0, rtol=1e-6)
     assert np.all(deq >= IMAGES / 256.0) and np.all(deq < (IMAGES.astype(np.float32) + 1) / 256.0)
-    with pytest.raises(ValueError, match="unknown input mode 'fancy'"):
-        inputs.to_model_input(IMAGES, KEYS, _spec("fancy"))
+    with pytest.raises(ValueError, match="input mode 'fancy' must be one of binary, dynamic, grey, dequantize"):
+        _spec("fancy")  # InputSpec refuses it, so to_model_input never sees one.
 
 
 def test_dynamic_binarization_has_the_right_mean():
