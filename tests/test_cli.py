@@ -190,10 +190,12 @@ def trained(training_process):
 
 @pytest.fixture(scope="module")
 def killed(digits_npz, preset, tmp_path_factory):
-    """The same run on 4 devices (and the same digits, from an .npz file), killed by SIGKILL at a
-    random moment (possibly mid-checkpoint) once it has saved step 50: (workdir, its flags, process)."""
+    """The same run on 4 devices (and the same digits, from an .npz file, streamed from their
+    memory-mapped copy), killed by SIGKILL at a random moment (possibly mid-checkpoint, and
+    mid-epoch: 35 steps per epoch) once it has saved step 50: (workdir, its flags, process)."""
     workdir = tmp_path_factory.mktemp("killed") / "w"
-    flags = ["--workdir", workdir, "--dataset", digits_npz, "--config", preset, "--steps", STEPS, "--no_progress"]
+    flags = ["--workdir", workdir, "--dataset", digits_npz, "--config", preset, "--steps", STEPS, "--no_progress",
+             "--input", "streaming", "--data_dir", workdir.parent / "cache"]
     process = start("train.py", *flags, devices=4).signal_after(
         workdir / "checkpoints" / "50", signal.SIGKILL, random.Random(0).uniform(0.0, 0.5))
     yield workdir, flags, process
@@ -393,8 +395,9 @@ def test_train_on_4_devices_sharded_and_pmap_matches_1_device(trained, sharded, 
 
 
 def test_kill_9_then_resume_equals_an_uninterrupted_run(killed, sharded):
-    """train.py (4 devices) killed by SIGKILL, then resumed: the params equal those of the
-    uninterrupted run (``sharded``, on the same digits from TFDS) bitwise."""
+    """train.py (4 devices, streaming its input) killed by SIGKILL, then resumed: the params
+    equal those of the uninterrupted run (``sharded``, holding the same digits from TFDS on
+    its devices) bitwise."""
     workdir, flags, process = killed
     result = process.result()
     killed_at = sorted(int(p) for p in os.listdir(workdir / "checkpoints") if p.isdigit())
