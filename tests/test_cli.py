@@ -324,25 +324,27 @@ LIMITED = ("import os, resource, signal, sys; signal.signal(signal.SIGXFSZ, sign
            "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
 
 
-def test_a_checkpoint_write_that_fails_is_one_line_exit_1_and_keeps_the_last_good_one(digits_npz, tmp_path):
-    """The real failure path: Orbax's background write of step 20 fails in TensorStore (files over
-    400 kB are refused; the checkpoint's data file is ~1 MB, every other file smaller). One
-    line on stderr naming the folder, the reason and the last good checkpoint; exit 1; step
-    10 intact; the lock released."""
+def test_a_checkpoint_write_that_fails_is_one_line_exit_1_and_keeps_the_last_good_one(trained, tfds_dir, preset,
+                                                                                     tmp_path):
+    """The real failure path, on a copy of the trained run continued by 50 steps: Orbax's
+    background write of step 350 fails in TensorStore (files over 400 kB are refused; the
+    checkpoint's data file is ~1 MB, every other file smaller). One line on stderr naming
+    the folder, the reason and the last good checkpoint; exit 1; step 300 intact; the lock
+    released."""
+    import shutil
+
     run = tmp_path / "run"
-    flags = ["--workdir", run, "--dataset", digits_npz, "--hidden_dims", 64, "--latent_dim", 4, "--eval_every", 10,
-             "--checkpoint_every", 10, "--no_progress"]
-    code, _, err = call("train.py", *flags, "--steps", 10)
-    assert code == 0, err
-    result = subprocess.run([sys.executable, "-c", LIMITED, "400000", os.path.join(REPO, "train.py"),
-                             *map(str, flags), "--steps", "20"],
+    shutil.copytree(trained[0], run)
+    result = subprocess.run([sys.executable, "-c", LIMITED, "400000", os.path.join(REPO, "train.py"), "--workdir",
+                             str(run), "--data_dir", str(tfds_dir), "--config", str(preset), "--steps", str(STEPS + 50),
+                             "--no_progress"],
                             env=process_env(1), capture_output=True, text=True, timeout=600)
     folder = run / "checkpoints"
     assert result.returncode == 1, result.stderr[-3000:]
     assert one_line(result.stderr) == (f"train.py: error: cannot write '{folder}': File too large (EFBIG); last good "
-                                       f"checkpoint: {folder}/10; rerun the same command to resume once it can be "
-                                       "written")
-    assert [name for name in os.listdir(folder) if name.isdigit()] == ["10"]
+                                       f"checkpoint: {folder}/{STEPS}; rerun the same command to resume once it can "
+                                       "be written")
+    assert max(int(name) for name in os.listdir(folder) if name.isdigit()) == STEPS
     assert not (run / "lock.json").exists()
 
 
