@@ -169,6 +169,8 @@ def test_bad_settings_are_one_line_errors(changes, message):
     ({"keep_checkpoints": 0}, "--keep_checkpoints must be > 0, got 0"),
     ({"max_nonfinite": 0}, "--max_nonfinite must be > 0, got 0"),
     ({"max_skipped": -1}, "--max_skipped must be >= 0 (0: off), got -1"),
+    ({"grad_accum": 0}, "--grad_accum must be > 0, got 0"),
+    ({"batch_size": 12, "grad_accum": 5}, "--batch_size 12 must be divisible by --grad_accum 5"),
     ({"epochs": 0}, "--epochs must be > 0, got 0"),
     ({"steps_per_call": 0}, "--steps_per_call must be > 0, got 0"),
     ({"gaussian_scale": 0.0}, "--gaussian_scale must be > 0, got 0.0"),
