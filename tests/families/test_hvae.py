@@ -308,8 +308,13 @@ def test_config_rules():
         make_model(Config.create(model="vae", arch="hvae_mnist"), spec)
     with pytest.raises(ConfigError, match="hvae_mnist"):
         make_model(Config.create(model="hvae", arch="hvae_mnist"), InputSpec((32, 32, 3), 10, "grey"))
-    with pytest.raises(ConfigError, match="hvae computes in float32"):
-        make_model(Config.create(model="hvae", arch="hvae_mnist", dtype="bfloat16"), spec)
+    with pytest.raises(ConfigError, match="--remat is implemented for --model hvae, not --model vae"):
+        make_model(Config.create(model="vae", remat=True), spec)
+    # --dtype and --remat reach the network (their numbers: tests/nets/test_bfloat16.py, test_hierarchical.py).
+    model = make_model(Config.create(model="hvae", arch="hvae_mnist", dtype="bfloat16", remat=True), spec)
+    assert model.net.dtype == jnp.bfloat16 and model.net.remat
+    model = make_model(Config.create(model="hvae", arch="hvae_mnist"), spec)
+    assert model.net.dtype is None and not model.net.remat
     with pytest.raises(ConfigError, match="--model hvae sets its own hierarchy"):
         make_model(Config.create(model="hvae", arch="hvae_mnist", stochastic_layers=2), spec)
     with pytest.raises(ConfigError, match="--conditional is not available for --model hvae"):

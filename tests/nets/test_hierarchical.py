@@ -267,3 +267,38 @@ def test_encode_is_the_top_posterior_and_decoding_a_top_code_takes_the_prior_mea
     # A top code alone: lower groups get zero noise, i.e. their (learned, non-standard) prior means.
     np.testing.assert_array_equal(from_top, from_full)
     assert from_top.shape == (2, 4, 4, 1)
+
+
+# --- rematerialization --------------------------------------------------------------------------
+
+REMAT_ARCH = HVAEArch(width=16, bottleneck=8, zdim=2, stages=((8, 2, 2), (4, 1, 2), (1, 1, 1)))
+
+
+def test_remat_gives_the_same_loss_and_gradients_with_less_memory():
+    """nn.remat of the blocks and groups: the same parameter tree, the same outputs, KLs and
+    gradients (to float rounding: the recomputation is the same arithmetic); the gradient's
+    program recomputes (JAX marks each rematerialized block's inputs with an optimization
+    barrier). The memory it saves is measured by benchmarks/memory.py (the README's table):
+    XLA:CPU drops those barriers by default, so this process cannot see it."""
+    plain, remat = (HierarchicalNet(arch=REMAT_ARCH, out_channels=3, remat=flag) for flag in (False, True))
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.uniform(size=(16, 8, 8, 3)), jnp.float32)
+    eps = jnp.asarray(rng.standard_normal((16, REMAT_ARCH.noise_dim)), jnp.float32)
+    params = random_params(plain.init, x[:1], eps[:1], seed=4)
+    shapes = jax.tree.map(jnp.shape, jax.eval_shape(remat.init, jax.random.key(0), x[:1], eps[:1])["params"])
+    assert shapes == jax.tree.map(jnp.shape, params)
+
+    def loss(net):
+        def f(p):
+            out, kl, _ = net.apply({"params": p}, x, eps)
+            return jnp.mean(jnp.sum(jnp.square(out - x.mean(-1, keepdims=True)), (1, 2, 3)) + jnp.sum(kl, -1))
+        return jax.jit(jax.value_and_grad(f))
+
+    (l0, g0), (l1, g1) = loss(plain)(params), loss(remat)(params)
+    assert float(l0) > 1.0
+    np.testing.assert_allclose(l1, l0, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * float(np.max(np.abs(a))))
+    barriers = [loss(net).lower(params).as_text().count("optimization_barrier") for net in (plain, remat)]
+    blocks = sum(b for _, b, _ in REMAT_ARCH.stages)
+    assert barriers[0] == 0 and barriers[1] >= blocks + REMAT_ARCH.num_groups, barriers
