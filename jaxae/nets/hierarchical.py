@@ -64,6 +64,13 @@ from jaxae.nets.mlp import widen
 # channels per group, and stages (resolution, encoder blocks, latent groups) from the image
 # resolution down. hvae_mnist is for 28x28 images, the cifar presets for 32x32
 # (hvae_cifar_small is sized for a CPU; hvae_cifar for a GPU).
+# hvae_64 follows VDVAE's ImageNet-64 model (encoder 64x11, 32x20, 16x9, 8x8, 4x7, 1x5
+# blocks; decoder 1x2, 4x3, 8x7, 16x15, 32x31, 64x12 groups; width 512, bottleneck 128,
+# 16 latent channels) at about a quarter of its depth and half its width. hvae_256 follows
+# VDVAE's FFHQ-256 model (the same pattern with 128x128 and 256x256 stages, few blocks
+# and groups at the two finest) at width 128 / bottleneck 32 / 8 latent channels, which
+# VDVAE narrows to at high resolutions too: it trains at batch 8 within 16 GiB with
+# --remat (the table in the README, from benchmarks/memory.py).
 PRESETS = {
     "hvae_mnist": {"width": 64, "bottleneck": 16, "zdim": 8,
                    "stages": ((28, 1, 1), (14, 2, 3), (7, 2, 3), (1, 2, 2))},
@@ -71,6 +78,11 @@ PRESETS = {
                          "stages": ((32, 2, 1), (16, 2, 2), (8, 2, 3), (4, 2, 3), (1, 2, 2))},
     "hvae_cifar": {"width": 256, "bottleneck": 64, "zdim": 16,
                    "stages": ((32, 4, 4), (16, 6, 6), (8, 6, 6), (4, 4, 4), (1, 2, 2))},
+    "hvae_64": {"width": 256, "bottleneck": 64, "zdim": 16,
+                "stages": ((64, 3, 3), (32, 5, 8), (16, 3, 4), (8, 2, 2), (4, 2, 2), (1, 2, 2))},
+    "hvae_256": {"width": 128, "bottleneck": 32, "zdim": 8,
+                 "stages": ((256, 2, 1), (128, 2, 2), (64, 3, 4), (32, 4, 6), (16, 3, 4), (8, 2, 2), (4, 2, 2),
+                            (1, 2, 2))},
 }
 
 @dataclasses.dataclass(frozen=True)

@@ -284,7 +284,9 @@ def test_prior_samples_ancestral_and_per_group_temperatures():
 def test_presets_build_for_their_images():
     for name, shape, likelihood in (("hvae_mnist", (28, 28, 1), "bernoulli"),
                                     ("hvae_cifar_small", (32, 32, 3), "logistic_mixture"),
-                                    ("hvae_cifar", (32, 32, 3), "logistic_mixture")):
+                                    ("hvae_cifar", (32, 32, 3), "logistic_mixture"),
+                                    ("hvae_64", (64, 64, 3), "logistic_mixture"),
+                                    ("hvae_256", (256, 256, 3), "logistic_mixture")):
         arch = HVAEArch(**HVAE_PRESETS[name])
         arch.check(shape)
         config = Config.create(model="hvae", arch=name, likelihood=likelihood,
