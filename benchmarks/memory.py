@@ -1,7 +1,7 @@
 """XLA's planned device memory of one hvae train step, per preset, batch size, compute dtype,
 rematerialization and gradient accumulation, without running anything.
 
-    python benchmarks/memory.py                                   # the README's table
+    python benchmarks/memory.py                       # both presets at batch 8, remat off/on, both dtypes
     python benchmarks/memory.py --presets hvae_64 --batch_sizes 8,32 --grad_accum 1,4
 
 Each row compiles the one train step (jaxae.training.step, Adam, the 10-logistic mixture
@@ -12,9 +12,8 @@ workspace), and the total XLA plans for one call, with the state donated as trai
 does (arguments + outputs - aliased + temporaries). It is the plan of XLA's CPU backend
 (forced here, so no accelerator is needed; see the note on --remat below the imports):
 the same buffer assignment as on GPU but other fusions, so read it as an estimate of a
-GPU's within tens of percent, and confirm on the device with benchmarks/speed.py's
-``XLA MiB`` and ``peak MiB``. The training loop adds the device-resident training
-split (uint8) to this.
+GPU's, to be confirmed on the device (the allocator's ``peak_bytes_in_use``). The
+training loop adds the device-resident training split (uint8) to this.
 """
 
 from __future__ import annotations
@@ -69,7 +68,7 @@ def planned_memory(preset: str, batch_size: int, dtype: str, remat: bool, grad_a
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="hvae_64,hvae_256", help="comma-separated hvae presets")
-    parser.add_argument("--batch_sizes", default="8,32", help="comma-separated batch sizes")
+    parser.add_argument("--batch_sizes", default="8", help="comma-separated batch sizes")
     parser.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated compute dtypes")
     parser.add_argument("--remat", default="off,on", help="off, on or off,on")
     parser.add_argument("--grad_accum", default="1", help="comma-separated microbatch counts")

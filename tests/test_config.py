@@ -308,7 +308,7 @@ def test_bad_flags_exit_2_with_one_line(capsys):
     (["--model", "hvae", "--arch", "hvae_mnist", "--conditional"],
      {"model": "hvae", "arch": "hvae_mnist", "conditional": True}, "^--conditional is not available for --model hvae$"),
     (["--model", "hvae"], {"model": "hvae"},
-     "^--model hvae needs an --arch of hvae_mnist, hvae_cifar_small, hvae_cifar; got --arch mlp$"),
+     "^--model hvae needs an --arch of hvae_mnist, hvae_cifar_small, hvae_cifar, hvae_64, hvae_256; got --arch mlp$"),
     (["--arch", "hvae_mnist"], {"arch": "hvae_mnist"},
      "^--arch hvae_mnist is a preset of --model hvae, not of --model vae$"),
     (["--model", "ae", "--stochastic_layers", "2"], {"model": "ae", "stochastic_layers": 2},

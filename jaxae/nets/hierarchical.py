@@ -67,10 +67,10 @@ from jaxae.nets.mlp import widen
 # hvae_64 follows VDVAE's ImageNet-64 model (encoder 64x11, 32x20, 16x9, 8x8, 4x7, 1x5
 # blocks; decoder 1x2, 4x3, 8x7, 16x15, 32x31, 64x12 groups; width 512, bottleneck 128,
 # 16 latent channels) at about a quarter of its depth and half its width. hvae_256 follows
-# VDVAE's FFHQ-256 model (the same pattern with 128x128 and 256x256 stages, few blocks
-# and groups at the two finest) at width 128 / bottleneck 32 / 8 latent channels, which
-# VDVAE narrows to at high resolutions too: it trains at batch 8 within 16 GiB with
-# --remat (the table in the README, from benchmarks/memory.py).
+# VDVAE's FFHQ-256 model (the same pattern with 128x128 and 256x256 stages: most groups
+# at 16-64, few at the two finest) much narrower, width 128 / bottleneck 32 / 8 latent
+# channels, so that its train step at batch 8 plans within 16 GiB (with --remat; the
+# README's table, from benchmarks/memory.py).
 PRESETS = {
     "hvae_mnist": {"width": 64, "bottleneck": 16, "zdim": 8,
                    "stages": ((28, 1, 1), (14, 2, 3), (7, 2, 3), (1, 2, 2))},

@@ -8,7 +8,11 @@ sampling, presets) is tested in tests/families/test_hvae.py.
 """
 
 import functools
+import json
 import math
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -302,3 +306,25 @@ def test_remat_gives_the_same_loss_and_gradients_with_less_memory():
     barriers = [loss(net).lower(params).as_text().count("optimization_barrier") for net in (plain, remat)]
     blocks = sum(b for _, b, _ in REMAT_ARCH.stages)
     assert barriers[0] == 0 and barriers[1] >= blocks + REMAT_ARCH.num_groups, barriers
+
+
+@pytest.mark.slow
+def test_memory_benchmark_plans_less_with_remat_and_with_grad_accum():
+    """benchmarks/memory.py's plan (a fresh process: it sets XLA's flags before JAX starts) for a
+    small 16x16 preset registered in that process: --remat and --grad_accum 2 each plan less
+    temporary memory than neither, and the state is the same in all three."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    script = (
+        "import json, sys; sys.path.insert(0, 'benchmarks'); import memory\n"
+        "memory.HVAE_PRESETS['hvae_t'] = {'width': 16, 'bottleneck': 8, 'zdim': 2, "
+        "'stages': ((16, 2, 2), (8, 2, 2), (1, 1, 1))}\n"
+        "rows = [memory.planned_memory('hvae_t', 16, 'float32', r, k)\n"
+        "        for r, k in ((False, 1), (True, 1), (False, 2))]\n"
+        "print(json.dumps(rows))\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, XLA_FLAGS=""))
+    assert result.returncode == 0, result.stderr[-3000:]
+    plain, remat, accum = json.loads(result.stdout.splitlines()[-1])
+    assert remat["temporaries"] < 0.7 * plain["temporaries"], (plain, remat)
+    assert accum["temporaries"] < 0.8 * plain["temporaries"], (plain, accum)
+    assert plain["arguments"] == remat["arguments"] == accum["arguments"] and plain["params"] == remat["params"]
