@@ -275,6 +275,8 @@ BAD_TRAIN = [
     (["--steps", "0"], "--steps must be > 0"),
     (["--hidden_dims", "128,x"], "not a comma-separated list of integers"),
     (["--batch_size", "5000"], "exceeds the 4500 training images"),
+    (["--batch_size", "12", "--grad_accum", "2"], "--batch_size 12 must be divisible by the 4 devices times "
+                                                  "--grad_accum 2"),
     (["--batch_size", "100000"], "--batch_size 100000 is absurdly large"),
     (["--eval_split", "validation"], "split 'validation' is not in 'mnist_5k'"),
     (["--likelihood", "gaussian"], "use it with --binarize none"),

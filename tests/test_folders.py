@@ -14,7 +14,7 @@ from PIL import Image
 from test_cli import _params, call, one_line
 
 from jaxae import data, folders, images
-from jaxae.config import Config, ConfigError
+from jaxae.config import HVAE_PRESETS, Config, ConfigError
 
 RED, BLUE = (200, 40, 40), (40, 40, 200)
 
@@ -264,3 +264,39 @@ def test_train_and_sample_on_a_folder_of_mixed_images(tmp_path):
         assert code == 2 and one_line(err).endswith(
             f"--image_size must be in 1..4096 (or none: keep the native size), {shown}"), err
         assert not (tmp_path / f"bad{size}").exists()
+
+
+@pytest.mark.slow
+def test_hvae_64_trains_and_samples_on_a_folder_with_bfloat16_remat_and_grad_accum(tmp_path, monkeypatch):
+    """train.py --dataset DIR --image_size 64 --model hvae --arch hvae_64 on 12 PNGs (70x80, resized
+    and cropped to 64x64), in bfloat16 with --remat and --grad_accum 2 (batch 8 over the 4 test
+    devices), then sample.py; 4 test images make a reconstruction grid of 4 columns. The
+    preset's stage list is kept (64, 32, 16, 8, 4, 1) but narrowed to width 16 and one block and
+    group per stage for this CPU test (patched in this process only); the full preset's train
+    step is compiled by benchmarks/memory.py and its shapes checked in tests/families/test_hvae.py."""
+    small = dict(HVAE_PRESETS["hvae_64"], width=16, bottleneck=8, zdim=2,
+                 stages=tuple((res, 1, 1) for res, _, _ in HVAE_PRESETS["hvae_64"]["stages"]))
+    monkeypatch.setitem(HVAE_PRESETS, "hvae_64", small)
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 12), ("test", 4)):
+        for i in range(count):
+            ramp = np.linspace(0, 1, 80)[None, :, None] * rng.uniform(0, 255, (1, 1, 3))
+            _save(f"{tmp_path}/faces/{split}/{i}.png", np.broadcast_to(ramp, (70, 80, 3)).astype(np.uint8))
+    workdir = tmp_path / "run"
+    code, out, err = call("train.py", "--workdir", workdir, "--dataset", tmp_path / "faces", "--data_dir",
+                          tmp_path / "cache", "--image_size", 64, "--model", "hvae", "--arch", "hvae_64",
+                          "--likelihood", "logistic_mixture", "--num_mixtures", 2, "--binarize", "none",
+                          "--steps", 2, "--batch_size", 8, "--grad_accum", 2, "--dtype", "bfloat16", "--remat",
+                          "--no_progress")
+    assert code == 0, err[-3000:]
+    assert "step 2/2" in out
+    assert json.loads((workdir / "input_spec.json").read_text())["image_shape"] == [64, 64, 3]
+    with Image.open(workdir / "reconstructions.png") as grid:   # 4 test images: a row of 4 above their 4, 2x.
+        assert grid.size == (2 * (4 * 66 + 2), 2 * (2 * 66 + 2))
+    record = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert np.isfinite(record["test_nelbo"]) and np.isfinite(record["train_loss"]) and record["step"] == 2, record
+    code, out, err = call("sample.py", "--workdir", workdir, "--num_samples", 4, "--output", tmp_path / "s.png",
+                          "--save_array", tmp_path / "s.npy")
+    assert code == 0, err[-3000:]
+    drawn = np.load(tmp_path / "s.npy")
+    assert drawn.shape == (4, 64, 64, 3) and np.isfinite(drawn).all()

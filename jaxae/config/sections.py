@@ -148,6 +148,10 @@ class RunConfig:
                        resumable=True)
     dtype: str = _f("float32", "compute dtype of the networks (params, loss and optimizer stay float32)",
                     DTYPES, resumable=True)
+    remat: bool = _f(False, "recompute activations in the backward pass instead of keeping them (hvae: per "
+                     "block and latent group): less memory, one more forward pass of compute", resumable=True)
+    grad_accum: int = _f(1, "split each batch into N microbatches, run one after another, and apply one update "
+                         "with their mean gradient (less memory, the same update)", resumable=True)
 
 
 def burda_epochs() -> int:

@@ -79,8 +79,11 @@ def validate(config: Config) -> Config:
                         ("num_mixtures", m.num_mixtures), ("learning_rate", opt.learning_rate),
                         ("adam_eps", opt.adam_eps), ("steps", r.steps), ("batch_size", r.batch_size),
                         ("eval_every", r.eval_every), ("checkpoint_every", r.checkpoint_every),
-                        ("keep_checkpoints", r.keep_checkpoints), ("max_nonfinite", r.max_nonfinite)):
+                        ("keep_checkpoints", r.keep_checkpoints), ("max_nonfinite", r.max_nonfinite),
+                        ("grad_accum", r.grad_accum)):
         _positive(name, value)
+    if r.batch_size % r.grad_accum:
+        raise ConfigError(f"--batch_size {r.batch_size} must be divisible by --grad_accum {r.grad_accum}")
     if r.max_skipped < 0:
         raise ConfigError(f"--max_skipped must be >= 0 (0: off), got {r.max_skipped}")
     for name in ("epochs", "steps_per_call"):

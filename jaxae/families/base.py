@@ -106,6 +106,8 @@ class LatentModel:
         if config.model.arch in HVAE_PRESETS:
             raise ConfigError(f"--arch {config.model.arch} is a preset of --model hvae, not of "
                               f"--model {config.model.family}")
+        if config.run.remat:
+            raise ConfigError(f"--remat is implemented for --model hvae, not --model {config.model.family}")
 
     @classmethod
     def build(cls, config: Config, spec: InputSpec) -> "LatentModel":

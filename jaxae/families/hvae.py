@@ -5,6 +5,10 @@ loss = -log p(x|z) + weight * sum_l KL(q(z_l|x, z_<l) || p(z_l|z_<l)), every KL 
 form per latent group; ``beta``, ``kl_warmup_steps`` and ``free_bits`` (nats per latent
 group) act as in the VAE. Each group's KL is logged as ``kl_group<l>`` (coarsest first).
 
+``--dtype bfloat16`` computes the network in bfloat16 with float32 params, and the
+KLs, the likelihood and the loss in float32; ``--remat`` recomputes activations in the
+backward pass (jaxae.nets.hierarchical).
+
 Prior draws are the noise of every group (ancestral sampling, ``prior_dim`` =
 ``noise_dim``), so temperatures may be given per group; the code that ``encode``
 returns, interpolates and traverses is the top group's.
@@ -17,6 +21,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from jaxae import nets
 from jaxae.config import HVAE_PRESETS, Config
 from jaxae.data import InputSpec
 from jaxae.errors import ConfigError
@@ -35,9 +40,6 @@ class HVAE(VAE):
         m = config.model
         if m.arch not in HVAE_PRESETS:
             raise ConfigError(f"--model hvae needs an --arch of {', '.join(HVAE_PRESETS)}; got --arch {m.arch}")
-        if config.run.dtype != "float32":
-            raise ConfigError(f"--dtype {config.run.dtype} is implemented for the mlp and conv networks; "
-                              "hvae computes in float32")
         if m.stochastic_layers != 1:
             raise ConfigError("--model hvae sets its own hierarchy; leave --stochastic_layers at 1")
 
@@ -49,7 +51,8 @@ class HVAE(VAE):
         except ValueError as e:
             raise ConfigError(f"--arch {config.model.arch}: {e}") from None
         likelihood = likelihood_of(config)
-        net = HierarchicalNet(arch=arch, out_channels=likelihood.output_channels(spec.image_shape[2]))
+        net = HierarchicalNet(arch=arch, out_channels=likelihood.output_channels(spec.image_shape[2]),
+                              dtype=nets.compute_dtype(config.run.dtype), remat=config.run.remat)
         return cls(net=net, likelihood=likelihood, spec=spec, latent_dim=arch.top_dim, noise_dim=arch.noise_dim,
                    convolutional=True, **cls.options(config))
 

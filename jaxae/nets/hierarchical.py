@@ -21,6 +21,19 @@ from the image resolution down to the coarsest one:
   exactly a VAE: p(z) = N(0, I), q(z|x) Gaussian, p(x|z) from the decoder.
 - Output: a 1x1 conv of act(h) to the likelihood's parameters at full resolution.
 
+Precision (``dtype``): the convolutions, the residual streams and the bottom-up
+activations compute in ``dtype`` (bfloat16 for ``--dtype bfloat16``; None: the params'
+own precision); params stay float32, and every latent group's statistics (means,
+log-stds), its noise, z, KL and log-ratio, and the output, are float32, so the KL and the
+likelihood are computed in full precision.
+
+Rematerialization (``remat``): each bottom-up block and each whole top-down group
+(prior, posterior and residual blocks) is wrapped in ``nn.remat`` with no saved
+intermediates, so the backward pass keeps only their inputs and recomputes the rest: the
+memory of the activations drops to about one residual-stream tensor per block and group,
+for one more forward pass of compute. The parameters (and their names) and the numbers
+are the same with and without it.
+
 KL terms are closed form per group (both Gaussians are diagonal): the NELBO is
 -log p(x|z) + sum_l KL(q(z_l|x, z_<l) || p(z_l|z_<l)) with z_<l drawn from q, which is
 VDVAE's objective. ``sample_and_score`` gives log p(z) - log q(z|x) for the IWAE bound.
@@ -37,18 +50,27 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxae import distributions as dist
+from jaxae.nets.mlp import widen
 
 
 # Presets (``--arch`` of ``--model hvae``): residual width, block bottleneck width, latent
 # channels per group, and stages (resolution, encoder blocks, latent groups) from the image
 # resolution down. hvae_mnist is for 28x28 images, the cifar presets for 32x32
 # (hvae_cifar_small is sized for a CPU; hvae_cifar for a GPU).
+# hvae_64 follows VDVAE's ImageNet-64 model (encoder 64x11, 32x20, 16x9, 8x8, 4x7, 1x5
+# blocks; decoder 1x2, 4x3, 8x7, 16x15, 32x31, 64x12 groups; width 512, bottleneck 128,
+# 16 latent channels) at about a quarter of its depth and half its width. hvae_256 follows
+# VDVAE's FFHQ-256 model (the same pattern with 128x128 and 256x256 stages: most groups
+# at 16-64, few at the two finest) much narrower, width 128 / bottleneck 32 / 8 latent
+# channels, so that its train step at batch 8 plans within 16 GiB (with --remat; the
+# README's table, from benchmarks/memory.py).
 PRESETS = {
     "hvae_mnist": {"width": 64, "bottleneck": 16, "zdim": 8,
                    "stages": ((28, 1, 1), (14, 2, 3), (7, 2, 3), (1, 2, 2))},
@@ -56,6 +78,11 @@ PRESETS = {
                          "stages": ((32, 2, 1), (16, 2, 2), (8, 2, 3), (4, 2, 3), (1, 2, 2))},
     "hvae_cifar": {"width": 256, "bottleneck": 64, "zdim": 16,
                    "stages": ((32, 4, 4), (16, 6, 6), (8, 6, 6), (4, 4, 4), (1, 2, 2))},
+    "hvae_64": {"width": 256, "bottleneck": 64, "zdim": 16,
+                "stages": ((64, 3, 3), (32, 5, 8), (16, 3, 4), (8, 2, 2), (4, 2, 2), (1, 2, 2))},
+    "hvae_256": {"width": 128, "bottleneck": 32, "zdim": 8,
+                 "stages": ((256, 2, 1), (128, 2, 2), (64, 3, 4), (32, 4, 6), (16, 3, 4), (8, 2, 2), (4, 2, 2),
+                            (1, 2, 2))},
 }
 
 @dataclasses.dataclass(frozen=True)
@@ -115,22 +142,24 @@ class Block(nn.Module):
     """VDVAE's bottleneck block: 1x1 -> 3x3 -> 3x3 -> 1x1 convs on gelu'd inputs (3x3 become
     1x1 at resolutions <= 2), plus the input when ``residual``. The last conv's init is
     scaled by ``out_scale`` (1/sqrt(depth) keeps the residual stream's variance bounded;
-    0: zeros, so the block starts as the zero function)."""
+    0: zeros, so the block starts as the zero function). (B, r, r, C) -> (B, r, r, out),
+    computed and returned in ``dtype`` (None: the inputs' and params' precision)."""
 
     bottleneck: int
     out: int
     residual: bool = True
     out_scale: float = 1.0
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k = (3, 3) if x.shape[1] > 2 else (1, 1)
-        h = nn.Conv(self.bottleneck, (1, 1))(_gelu(x))
-        h = nn.Conv(self.bottleneck, k)(_gelu(h))
-        h = nn.Conv(self.bottleneck, k)(_gelu(h))
+        h = nn.Conv(self.bottleneck, (1, 1), dtype=self.dtype)(_gelu(x))
+        h = nn.Conv(self.bottleneck, k, dtype=self.dtype)(_gelu(h))
+        h = nn.Conv(self.bottleneck, k, dtype=self.dtype)(_gelu(h))
         init = (nn.initializers.variance_scaling(self.out_scale ** 2, "fan_in", "truncated_normal") if self.out_scale
                 else nn.initializers.zeros)
-        h = nn.Conv(self.out, (1, 1), kernel_init=init)(_gelu(h))
+        h = nn.Conv(self.out, (1, 1), kernel_init=init, dtype=self.dtype)(_gelu(h))
         return x + h if self.residual else h
 
 
@@ -147,35 +176,41 @@ def _upsample(h: jax.Array, res: int) -> jax.Array:
 class TopDownGroup(nn.Module):
     """One latent group of the top-down pass (see the module docstring).
 
-    ``__call__(h, enc, eps)``: h (B, r, r, width) the top-down state; enc the bottom-up
-    activation at this resolution (None: generate from the prior); eps (B, r, r, zdim).
-    Returns (new h, KL per example (B,), log p(z) - log q(z) per example (B,), z, and
-    the posterior's (mean, logstd)); when generating the KL and log-ratio are 0 and the
-    prior's (mean, logstd) is returned instead.
+    ``__call__(h, enc, eps)``: h (B, r, r, width) the top-down state (in ``dtype``); enc
+    the bottom-up activation at this resolution (None: generate from the prior); eps
+    (B, r, r, zdim) float32. Returns (new h, KL per example (B,), log p(z) - log q(z) per
+    example (B,), z, and the posterior's (mean, logstd)); when generating the KL and
+    log-ratio are 0 and the prior's (mean, logstd) is returned instead. The blocks compute
+    in ``dtype``; the statistics, z, KL and log-ratio are float32 (or float64 with float64
+    params and ``dtype`` None).
     """
 
     arch: HVAEArch
     standard_prior: bool
     out_scale: float
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, h: jax.Array, enc: jax.Array | None, eps: jax.Array):
         zdim, width = self.arch.zdim, self.arch.width
+        stats = jnp.promote_types(h.dtype, jnp.float32)   # At least float32.
         if self.standard_prior:
-            p_mean = p_logstd = jnp.zeros((*h.shape[:3], zdim), h.dtype)
+            p_mean = p_logstd = jnp.zeros((*h.shape[:3], zdim), stats)
             features = 0.0
         else:
             # Zero-initialised: every prior starts as N(0, I) and adds nothing to h (as in VDVAE).
-            prior_out = Block(self.arch.bottleneck, 2 * zdim + width, residual=False, out_scale=0.0, name="prior")(h)
+            prior_out = Block(self.arch.bottleneck, 2 * zdim + width, residual=False, out_scale=0.0,
+                              dtype=self.dtype, name="prior")(h)
             p_mean, p_logstd, features = jnp.split(prior_out, [zdim, 2 * zdim], axis=-1)
+            p_mean, p_logstd = p_mean.astype(stats), p_logstd.astype(stats)
         if enc is None:  # Generation: the posterior block is not needed.
             z = p_mean + jnp.exp(p_logstd) * eps
             kl = log_ratio = jnp.zeros(h.shape[0])
             posterior = (p_mean, p_logstd)
         else:
-            q_out = Block(self.arch.bottleneck, 2 * zdim, residual=False, name="posterior")(
+            q_out = Block(self.arch.bottleneck, 2 * zdim, residual=False, dtype=self.dtype, name="posterior")(
                 jnp.concatenate([h, enc], axis=-1))
-            d_mean, d_logstd = jnp.split(q_out, 2, axis=-1)
+            d_mean, d_logstd = jnp.split(q_out.astype(stats), 2, axis=-1)
             q_mean, q_logstd = p_mean + d_mean, p_logstd + d_logstd
             z = q_mean + jnp.exp(q_logstd) * eps
             axes = (1, 2, 3)
@@ -185,8 +220,9 @@ class TopDownGroup(nn.Module):
                                 - 0.5 * jnp.square((z - p_mean) * jnp.exp(-p_logstd)), axis=axes)
             posterior = (q_mean, q_logstd)
         z_init = nn.initializers.variance_scaling(self.out_scale ** 2, "fan_in", "truncated_normal")
-        h = h + features + nn.Conv(width, (1, 1), kernel_init=z_init, name="z_proj")(z)
-        h = Block(self.arch.bottleneck, width, residual=True, out_scale=self.out_scale, name="res")(h)
+        h = h + features + nn.Conv(width, (1, 1), kernel_init=z_init, dtype=self.dtype, name="z_proj")(z)
+        h = Block(self.arch.bottleneck, width, residual=True, out_scale=self.out_scale, dtype=self.dtype,
+                  name="res")(h)
         return h, kl, log_ratio, z, posterior
 
 
@@ -200,22 +236,30 @@ class HierarchicalNet(nn.Module):
       sample); v (B, top_dim) is the top group's z, lower groups then take their prior means.
 
     x: (B, H, W, C) float in [0, 1]; ``cond`` is accepted for the interface and must be None.
+    dtype: compute dtype of the convolutions and residual streams (None: the params'
+    precision); outputs, KLs and log-ratios are float32. remat: recompute each block's and
+    group's activations in the backward pass (see the module docstring).
     """
 
     arch: HVAEArch
     out_channels: int
+    dtype: Any = None
+    remat: bool = False
 
     def setup(self):
-        arch = self.arch
+        arch, dtype = self.arch, self.dtype
+        block = nn.remat(Block) if self.remat else Block
+        group = nn.remat(TopDownGroup) if self.remat else TopDownGroup
         depth = sum(blocks for _, blocks, _ in arch.stages)
-        self.stem = nn.Conv(arch.width, (3, 3))
-        self.encoder_blocks = [[Block(arch.bottleneck, arch.width, out_scale=1 / math.sqrt(depth))
+        self.stem = nn.Conv(arch.width, (3, 3), dtype=dtype)
+        self.encoder_blocks = [[block(arch.bottleneck, arch.width, out_scale=1 / math.sqrt(depth), dtype=dtype)
                                 for _ in range(blocks)] for _, blocks, _ in arch.stages]
         scale = 1 / math.sqrt(arch.num_groups)
-        self.groups = [TopDownGroup(arch, standard_prior=i == 0, out_scale=scale) for i in range(arch.num_groups)]
+        self.groups = [group(arch, standard_prior=i == 0, out_scale=scale, dtype=dtype)
+                       for i in range(arch.num_groups)]
         self.biases = [self.param(f"bias_{res}", nn.initializers.zeros, (1, res, res, arch.width))
                        for res, _, _ in arch.stages]
-        self.output = nn.Conv(self.out_channels, (1, 1))
+        self.output = nn.Conv(self.out_channels, (1, 1), dtype=dtype)
 
     def bottom_up(self, x: jax.Array) -> dict[int, jax.Array]:
         h = self.stem(2.0 * x - 1.0)
@@ -239,6 +283,7 @@ class HierarchicalNet(nn.Module):
             if num_groups is not None and g == num_groups:
                 break
             bias = self.biases[stage_of[res]]
+            bias = bias if self.dtype is None else bias.astype(self.dtype)
             if h is None:
                 h = jnp.broadcast_to(bias, (batch, *bias.shape[1:]))
             elif h.shape[1] != res:
@@ -253,7 +298,7 @@ class HierarchicalNet(nn.Module):
         return h, jnp.stack(kls, axis=-1), log_ratio, posteriors
 
     def _output(self, h: jax.Array) -> jax.Array:
-        return self.output(_gelu(h))
+        return widen(self.output(_gelu(h)), self.dtype)
 
     def __call__(self, x: jax.Array, eps: jax.Array, cond: jax.Array | None = None):
         h, kl, _, posteriors = self.top_down(eps, self.bottom_up(x))

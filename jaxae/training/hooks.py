@@ -105,21 +105,23 @@ def write_images(model, params, test_images: jax.Array, test_labels: jax.Array |
                  workdir: str, prior=None, log: MetricsLog | None = None, step: int = 0) -> None:
     """Writes samples.png (decoded prior draws: the family's prior, or the fitted prior for
     a family without one) and reconstructions.png (rows of test inputs above their
-    reconstructions)."""
+    reconstructions; 8 per row, fewer when the test split has fewer than 8 images)."""
     samples = np.asarray(sampling.sample_prior(model, params, rng, NUM_GRID_SAMPLES, 1.0,
                                                grid_labels(model, NUM_GRID_SAMPLES),
                                                None if model.has_prior else prior))
-    shown = test_images[:NUM_GRID_RECONSTRUCTIONS]
-    labels = None if test_labels is None or not model.conditional else test_labels[:NUM_GRID_RECONSTRUCTIONS]
+    count = min(NUM_GRID_RECONSTRUCTIONS, test_images.shape[0])
+    cols = min(8, count)
+    shown = test_images[:count - count % cols]
+    labels = None if test_labels is None or not model.conditional else test_labels[:shown.shape[0]]
     recons = sampling.reconstruct(model, params, shown, labels)
-    pairs = np.asarray(sampling.interleave_rows(inputs.scaled(shown, model.spec), recons, 8))
+    pairs = np.asarray(sampling.interleave_rows(inputs.scaled(shown, model.spec), recons, cols))
     if not distributed.is_primary():  # Every process computes (the arrays span all devices); process 0 writes.
         return
     images.save_png(os.path.join(workdir, layout.SAMPLES_FILE), samples, num_cols=8)
-    images.save_png(os.path.join(workdir, layout.RECONSTRUCTIONS_FILE), pairs, num_cols=8)
+    images.save_png(os.path.join(workdir, layout.RECONSTRUCTIONS_FILE), pairs, num_cols=cols)
     if log is not None:
         log.writer.add_image("samples", images.image_grid(samples, 8), step)
-        log.writer.add_image("reconstructions", images.image_grid(pairs, 8), step)
+        log.writer.add_image("reconstructions", images.image_grid(pairs, cols), step)
 
 
 def evaluate(model, params, test_images, test_labels) -> dict[str, float]:

@@ -152,9 +152,10 @@ def _check(config: Config, workdir: str, reset: bool) -> None:
     layout.check_writable(workdir)
     if not reset:
         layout.check_resumable(workdir, config)
-    if config.run.batch_size % jax.device_count():
+    if config.run.batch_size % (jax.device_count() * config.run.grad_accum):
         raise ConfigError(f"--batch_size {config.run.batch_size} must be divisible by the "
-                          f"{jax.device_count()} devices")
+                          f"{jax.device_count()} devices" + (f" times --grad_accum {config.run.grad_accum}"
+                                                             if config.run.grad_accum > 1 else ""))
     if config.run.parallel == "pmap" and jax.process_count() > 1:
         raise ConfigError(f"--parallel pmap runs on one process's devices; use --parallel sharded with "
                           f"{jax.process_count()} processes")
@@ -252,7 +253,7 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
                                           config.data.random_crop)
         train_step = make_train_step(model, optimizer, preprocess, axis_name=PMAP_AXIS if pmap_devices else None,
                                      skip_threshold=config.optimizer.skip_threshold,
-                                     ema_decay=config.optimizer.ema_decay)
+                                     ema_decay=config.optimizer.ema_decay, grad_accum=run.grad_accum)
         runners: dict[int, Callable] = {}
         train_seconds, train_images_seen, streak, skipped_streak = 0.0, 0, 0, 0
         window: dict[str, list[float]] = {}

@@ -8,6 +8,14 @@ and every way of running it:
 
 Randomness is drawn per example from fold_in(rng, global example index)
 (jaxae.inputs), so all three give the same numbers on the same global batch.
+
+Gradient accumulation (``grad_accum`` K > 1) splits each device's batch into K
+microbatches, computes their gradients one after another in a ``lax.scan`` (so only one
+microbatch's activations are alive at a time) and applies one update with the mean
+gradient. The keys are drawn for the whole batch before the split, so every example gets
+the same noise as without accumulation and the update is the same up to float rounding,
+for every objective that is a mean of per-example terms (all of them, except that
+``free_bits`` is applied to each microbatch's batch-averaged KL).
 """
 
 from __future__ import annotations
@@ -27,9 +35,17 @@ def global_norm(tree: Any) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
 
 
+def microbatches(tree: Any, num: int) -> Any:
+    """Splits every leaf (B, ...) into ``num`` microbatches: (num, B / num, ...), microbatch j
+    holding rows j, j + num, j + 2 num, ... Strided rather than contiguous so that a batch
+    sharded in contiguous blocks over a mesh's ``data`` axis stays sharded the same way
+    within every microbatch (each device contributes B / (num * devices) rows to each)."""
+    return jax.tree.map(lambda x: jnp.swapaxes(x.reshape(x.shape[0] // num, num, *x.shape[1:]), 0, 1), tree)
+
+
 def make_train_step(model, optimizer: optax.GradientTransformation, preprocess: inputs.Preprocessing | None = None,
-                    axis_name: str | None = None, *, skip_threshold: float = 0.0, ema_decay: float = 0.0
-                    ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
+                    axis_name: str | None = None, *, skip_threshold: float = 0.0, ema_decay: float = 0.0,
+                    grad_accum: int = 1) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
     """Returns the pure step ``(state, batch, rng) -> (state, metrics)``.
 
     model: a family (jaxae.families); preprocess: uint8 batch -> model batch in training
@@ -43,14 +59,33 @@ def make_train_step(model, optimizer: optax.GradientTransformation, preprocess: 
     norm (before any clipping) exceeded ``skip_threshold`` (0: never); skips are counted
     in ``state.skipped``. With ``ema_decay`` > 0 the state must hold ``ema_params``,
     updated after each applied step as ema <- decay * ema + (1 - decay) * params.
+    grad_accum: microbatches per (per-device) batch, which must divide it (see the module
+    docstring); gradients and metrics are their means.
     """
     preprocess = preprocess or inputs.Preprocessing(model.spec)
+    grad_fn = jax.value_and_grad(model.loss, has_aux=True)
+
+    def gradients(params, model_batch: dict, keys: jax.Array, step: jax.Array):
+        """((loss, metrics), grads) of the whole batch, over ``grad_accum`` microbatches."""
+        if grad_accum == 1:
+            return grad_fn(params, model_batch, keys, step)
+        if keys.shape[0] % grad_accum:
+            raise ValueError(f"a batch of {keys.shape[0]} does not split into {grad_accum} microbatches")
+
+        def accumulate(total, micro):
+            out = grad_fn(params, *micro, step)
+            return jax.tree.map(jnp.add, total, out), None
+
+        parts = microbatches((model_batch, keys), grad_accum)
+        shapes = jax.eval_shape(grad_fn, params, *jax.tree.map(lambda x: x[0], parts), step)
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        total, _ = jax.lax.scan(accumulate, zeros, parts)
+        return jax.tree.map(lambda x: x / grad_accum, total)
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
         keys = inputs.example_keys(rng, batch["image"].shape[0], axis_name=axis_name)
         model_batch = preprocess(batch, keys, train=True)
-        grad_fn = jax.value_and_grad(model.loss, has_aux=True)
-        (loss, metrics), grads = grad_fn(state.params, model_batch, keys, state.step)
+        (loss, metrics), grads = gradients(state.params, model_batch, keys, state.step)
         if axis_name is not None:
             grads = jax.lax.pmean(grads, axis_name)
             metrics = jax.lax.pmean(metrics, axis_name)

@@ -278,7 +278,9 @@ def test_prior_samples_ancestral_and_per_group_temperatures():
 def test_presets_build_for_their_images():
     for name, shape, likelihood in (("hvae_mnist", (28, 28, 1), "bernoulli"),
                                     ("hvae_cifar_small", (32, 32, 3), "logistic_mixture"),
-                                    ("hvae_cifar", (32, 32, 3), "logistic_mixture")):
+                                    ("hvae_cifar", (32, 32, 3), "logistic_mixture"),
+                                    ("hvae_64", (64, 64, 3), "logistic_mixture"),
+                                    ("hvae_256", (256, 256, 3), "logistic_mixture")):
         arch = HVAEArch(**HVAE_PRESETS[name])
         arch.check(shape)
         config = Config.create(model="hvae", arch=name, likelihood=likelihood,
@@ -302,8 +304,13 @@ def test_config_rules():
         make_model(Config.create(model="vae", arch="hvae_mnist"), spec)
     with pytest.raises(ConfigError, match="hvae_mnist"):
         make_model(Config.create(model="hvae", arch="hvae_mnist"), InputSpec((32, 32, 3), 10, "grey"))
-    with pytest.raises(ConfigError, match="hvae computes in float32"):
-        make_model(Config.create(model="hvae", arch="hvae_mnist", dtype="bfloat16"), spec)
+    with pytest.raises(ConfigError, match="--remat is implemented for --model hvae, not --model vae"):
+        make_model(Config.create(model="vae", remat=True), spec)
+    # --dtype and --remat reach the network (their numbers: tests/nets/test_bfloat16.py, test_hierarchical.py).
+    model = make_model(Config.create(model="hvae", arch="hvae_mnist", dtype="bfloat16", remat=True), spec)
+    assert model.net.dtype == jnp.bfloat16 and model.net.remat
+    model = make_model(Config.create(model="hvae", arch="hvae_mnist"), spec)
+    assert model.net.dtype is None and not model.net.remat
     with pytest.raises(ConfigError, match="--model hvae sets its own hierarchy"):
         make_model(Config.create(model="hvae", arch="hvae_mnist", stochastic_layers=2), spec)
     with pytest.raises(ConfigError, match="--conditional is not available for --model hvae"):

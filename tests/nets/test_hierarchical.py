@@ -8,7 +8,11 @@ sampling, presets) is tested in tests/families/test_hvae.py.
 """
 
 import functools
+import json
 import math
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -267,3 +271,60 @@ def test_encode_is_the_top_posterior_and_decoding_a_top_code_takes_the_prior_mea
     # A top code alone: lower groups get zero noise, i.e. their (learned, non-standard) prior means.
     np.testing.assert_array_equal(from_top, from_full)
     assert from_top.shape == (2, 4, 4, 1)
+
+
+# --- rematerialization --------------------------------------------------------------------------
+
+REMAT_ARCH = HVAEArch(width=16, bottleneck=8, zdim=2, stages=((8, 2, 2), (4, 1, 2), (1, 1, 1)))
+
+
+def test_remat_gives_the_same_loss_and_gradients_with_less_memory():
+    """nn.remat of the blocks and groups: the same parameter tree, the same outputs, KLs and
+    gradients (to float rounding: the recomputation is the same arithmetic); the gradient's
+    program recomputes (JAX marks each rematerialized block's inputs with an optimization
+    barrier). The memory it saves is measured by benchmarks/memory.py (the README's table):
+    XLA:CPU drops those barriers by default, so this process cannot see it."""
+    plain, remat = (HierarchicalNet(arch=REMAT_ARCH, out_channels=3, remat=flag) for flag in (False, True))
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.uniform(size=(16, 8, 8, 3)), jnp.float32)
+    eps = jnp.asarray(rng.standard_normal((16, REMAT_ARCH.noise_dim)), jnp.float32)
+    params = random_params(plain.init, x[:1], eps[:1], seed=4)
+    shapes = jax.tree.map(jnp.shape, jax.eval_shape(remat.init, jax.random.key(0), x[:1], eps[:1])["params"])
+    assert shapes == jax.tree.map(jnp.shape, params)
+
+    def loss(net):
+        def f(p):
+            out, kl, _ = net.apply({"params": p}, x, eps)
+            return jnp.mean(jnp.sum(jnp.square(out - x.mean(-1, keepdims=True)), (1, 2, 3)) + jnp.sum(kl, -1))
+        return jax.jit(jax.value_and_grad(f))
+
+    (l0, g0), (l1, g1) = loss(plain)(params), loss(remat)(params)
+    assert float(l0) > 1.0
+    np.testing.assert_allclose(l1, l0, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * float(np.max(np.abs(a))))
+    barriers = [loss(net).lower(params).as_text().count("optimization_barrier") for net in (plain, remat)]
+    blocks = sum(b for _, b, _ in REMAT_ARCH.stages)
+    assert barriers[0] == 0 and barriers[1] >= blocks + REMAT_ARCH.num_groups, barriers
+
+
+@pytest.mark.slow
+def test_memory_benchmark_plans_less_with_remat_and_with_grad_accum():
+    """benchmarks/memory.py's plan (a fresh process: it sets XLA's flags before JAX starts) for a
+    small 16x16 preset registered in that process: --remat and --grad_accum 2 each plan less
+    temporary memory than neither, and the state is the same in all three."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    script = (
+        "import json, sys; sys.path.insert(0, 'benchmarks'); import memory\n"
+        "memory.HVAE_PRESETS['hvae_t'] = {'width': 16, 'bottleneck': 8, 'zdim': 2, "
+        "'stages': ((16, 2, 2), (8, 2, 2), (1, 1, 1))}\n"
+        "rows = [memory.planned_memory('hvae_t', 16, 'float32', r, k)\n"
+        "        for r, k in ((False, 1), (True, 1), (False, 2))]\n"
+        "print(json.dumps(rows))\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, XLA_FLAGS=""))
+    assert result.returncode == 0, result.stderr[-3000:]
+    plain, remat, accum = json.loads(result.stdout.splitlines()[-1])
+    assert remat["temporaries"] < 0.7 * plain["temporaries"], (plain, remat)
+    assert accum["temporaries"] < 0.8 * plain["temporaries"], (plain, accum)
+    assert plain["arguments"] == remat["arguments"] == accum["arguments"] and plain["params"] == remat["params"]
