@@ -31,3 +31,23 @@ def mnist5k(tfds_dir):
 
     builder = data.prepared_builder(DataConfig(data_dir=tfds_dir))
     return builder, data.load_split(builder, "train"), data.load_split(builder, "test")
+
+
+def random_like(shapes, seed: int, scale: float):
+    """float32 arrays with the structure and shapes of ``shapes`` (a pytree of ShapeDtypeStructs,
+    e.g. from jax.eval_shape of an init) drawn from a seeded normal: leaves named ``kernel``
+    with std scale / sqrt(fan_in), every other leaf with std scale. Used as parameters away
+    from the initialisation, where every term of a formula matters."""
+    import math
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+    rng = np.random.default_rng(seed)
+    leaves = []
+    for path, leaf in flat:
+        std = scale / math.sqrt(math.prod(leaf.shape[:-1])) if path[-1].key == "kernel" else scale
+        leaves.append(jnp.asarray(std * rng.standard_normal(leaf.shape), jnp.float32))
+    return treedef.unflatten(leaves)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import scipy.special
 
+from conftest import random_like
 from jaxae import evaluation, inputs
 from jaxae.config import Config
 from jaxae.data import InputSpec
@@ -90,14 +91,7 @@ def test_chunked_iwae_equals_one_log_sum_exp_and_the_elbo_is_below():
 def random_params(model, seed: int, scale: float = 0.5):
     """Parameters of model.init's shapes (traced only) drawn from a seeded normal: kernels with
     std scale / sqrt(fan_in), biases with std scale (not the initialisation)."""
-    shapes = jax.eval_shape(model.init, jax.random.key(0))
-    flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
-    rng = np.random.default_rng(seed)
-    leaves = []
-    for path, leaf in flat:
-        std = scale / math.sqrt(math.prod(leaf.shape[:-1])) if path[-1].key == "kernel" else scale
-        leaves.append(jnp.asarray(std * rng.standard_normal(leaf.shape), jnp.float32))
-    return treedef.unflatten(leaves)
+    return random_like(jax.eval_shape(model.init, jax.random.key(0)), seed, scale)
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -1,12 +1,12 @@
 """Shared by the family tests: random parameters away from the initialisation, tiny binary
 images, and a 2-step run through the training loop that then samples."""
 
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from conftest import random_like
 from jaxae import priors, sampling, workdir
 from jaxae.config import Config
 from jaxae.data import InputSpec
@@ -19,14 +19,7 @@ BINARY = InputSpec(image_shape=SHAPE, num_classes=10, mode="binary")
 def random_params(model, seed: int, scale: float = 1.0):
     """Parameters of ``model`` drawn afresh from a seeded normal (shapes from model.init, traced
     only): kernels with std scale / sqrt(fan_in), other leaves with std scale."""
-    shapes = jax.eval_shape(model.init, jax.random.key(0))
-    flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
-    rng = np.random.default_rng(seed)
-    leaves = []
-    for path, leaf in flat:
-        std = scale / math.sqrt(math.prod(leaf.shape[:-1])) if path[-1].key == "kernel" else scale
-        leaves.append(jnp.asarray(std * rng.standard_normal(leaf.shape), jnp.float32))
-    return treedef.unflatten(leaves)
+    return random_like(jax.eval_shape(model.init, jax.random.key(0)), seed, scale)
 
 
 def binary_images(n: int, seed: int = 1) -> jax.Array:

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import random_like
 from jaxae.nets.hierarchical import Block, HierarchicalNet, HVAEArch, TopDownGroup, group_temperatures
 
 LOG_2PI = math.log(2 * math.pi)
@@ -79,14 +80,7 @@ def random_params(init, *example_args, seed: int, scale: float = 0.5):
     leaf with std scale. Unlike the initialisation, the prior blocks' last convs and the
     biases are non-zero, so the learned priors are not N(0, I)."""
     shapes = jax.eval_shape(init, jax.random.key(0), *example_args)
-    shapes = shapes.get("params", shapes)
-    flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
-    rng = np.random.default_rng(seed)
-    leaves = []
-    for path, leaf in flat:
-        std = scale / math.sqrt(math.prod(leaf.shape[:-1])) if path[-1].key == "kernel" else scale
-        leaves.append(jnp.asarray(std * rng.standard_normal(leaf.shape), jnp.float32))
-    return treedef.unflatten(leaves)
+    return random_like(shapes.get("params", shapes), seed, scale)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
