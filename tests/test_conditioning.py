@@ -152,6 +152,19 @@ def test_bad_condition_settings_are_one_line_config_errors(settings, message):
         make_model(validate(Config.create(**{**TINY, **settings})), BINARY)
 
 
+def test_a_family_that_says_supports_conditional_false_takes_no_condition(monkeypatch):
+    """The older spelling (before ``conditions``) still refuses every condition."""
+    from jaxae import families
+
+    class Plain(families.VAE):
+        supports_conditional = False
+
+    monkeypatch.setitem(families.REGISTRY, "plain", Plain)
+    for settings in (dict(condition="lowres"), dict(conditional=True)):
+        with pytest.raises(ConfigError, match="is not available for --model plain"):
+            families.check_config(validate(Config.create(model="plain", **settings)))
+
+
 def test_label_conditioning_is_unchanged():
     """--conditional and --condition label are the same model, and old configs (no --condition) load."""
     old = make_model(validate(Config.create(conditional=True, **TINY)), BINARY)

@@ -65,7 +65,7 @@ def check_config(config: Config) -> Config:
     its default (a setting that would be silently ignored is refused)."""
     cls = family_class(config.model.family)
     kind = config.model.condition_kind
-    if kind not in cls.conditions:
+    if kind not in (cls.conditions if cls.supports_conditional else ("none",)):
         flag = "--conditional" if config.model.conditional else f"--condition {kind}"
         raise ConfigError(f"{flag} is not available for --model {config.model.family}")
     defaults = ObjectiveConfig()

@@ -111,6 +111,7 @@ class LatentModel:
     settings: ClassVar[tuple[str, ...]] = ()
     deterministic: ClassVar[bool] = False  # True: no posterior noise and no likelihood bound.
     conditions: ClassVar[tuple[str, ...]] = CONDITIONS  # The condition kinds the family accepts.
+    supports_conditional: ClassVar[bool] = True  # False: the older spelling of conditions = ("none",).
 
     @classmethod
     def check(cls, config: Config) -> None:
