@@ -191,7 +191,7 @@ def trained_lowres(tfds_dir, tmp_path_factory):
 
 @pytest.mark.slow
 def test_upscale_through_train_evaluate_and_sample(trained_lowres, tmp_path):
-    code, out, err = call("evaluate.py", "--workdir", trained_lowres, "--iwae_samples", 2, "--chunk", 2,
+    code, out, err = call("evaluate.py", "--workdir", trained_lowres, "--iwae_samples", 0,
                           "--num_images", 8, "--batch_size", 8, "--no_progress")
     assert code == 0, err[-3000:]
     assert "-log p(x | c), c = x_low, the 4x4 box average of x (7x7x1)" in out and "PSNR against x" in out
@@ -217,10 +217,12 @@ def test_upscale_errors(trained_lowres, tmp_path):
     Image.fromarray(np.zeros((7, 7), np.uint8)).save(tmp_path / "ok.png")
     Image.fromarray(np.zeros((8, 7), np.uint8)).save(tmp_path / "big.png")
     Image.fromarray(np.zeros((7, 7, 3), np.uint8)).save(tmp_path / "rgb.png")
+    (tmp_path / "text.png").write_text("not an image")
     cases = [
         (trained_lowres, ["--upscale", tmp_path / "big.png"], "is 7x8 pixels; this model upscales 7x7 images"),
         (trained_lowres, ["--upscale", tmp_path / "rgb.png"], "is a RGB image; this model's images are grey"),
         (trained_lowres, ["--upscale", tmp_path / "none.png"], "is not a file"),
+        (trained_lowres, ["--upscale", tmp_path / "text.png"], "is not a readable image"),
         (trained_lowres, [], "give one with --upscale LOW.png"),
         (trained_lowres, ["--label", "3"], "give one with --upscale LOW.png"),
         (fixture_vae, ["--upscale", tmp_path / "ok.png"], "--upscale needs a model trained with --condition lowres"),
