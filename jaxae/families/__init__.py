@@ -18,6 +18,7 @@ from jaxae.families.ae import AE
 from jaxae.families.base import LatentModel
 from jaxae.families.ciwae import CIWAE
 from jaxae.families.hvae import HVAE
+from jaxae.families.iaf import IAF
 from jaxae.families.infovae import InfoVAE
 from jaxae.families.iwae import IWAE
 from jaxae.families.miwae import MIWAE
@@ -38,6 +39,7 @@ REGISTRY: dict[str, type] = {
     "piwae": PIWAE,
     "ciwae": CIWAE,
     "vamp": VAMP,
+    "iaf": IAF,
     "wae": WAE,
     "infovae": InfoVAE,
     "rae_l2": RAEL2,
@@ -86,5 +88,5 @@ def make_model(config: Config, spec: InputSpec) -> LatentModel:
     return model
 
 
-__all__ = ["AE", "CIWAE", "HVAE", "IWAE", "MIWAE", "InfoVAE", "PIWAE", "RAEGP", "RAEL2", "REGISTRY", "VAE",
+__all__ = ["AE", "CIWAE", "HVAE", "IAF", "IWAE", "MIWAE", "InfoVAE", "PIWAE", "RAEGP", "RAEL2", "REGISTRY", "VAE",
            "VAMP", "WAE", "ConditionalVAE", "LatentModel", "check_config", "family_class", "make_model", "register"]

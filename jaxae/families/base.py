@@ -30,8 +30,8 @@ only this interface and never a family's name:
   the generative model p(x|z) (False), for objectives that treat them differently.
 
 :class:`LatentModel` implements all of it for networks with the four methods of
-jaxae.nets.stochastic; a family subclasses it and writes ``loss`` (and ``build`` when its
-network differs).
+jaxae.nets.stochastic; a family subclasses it and writes ``loss`` (and ``network`` when its
+network wraps or replaces ``flat_net``'s, ``build`` when more differs).
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ class LatentModel:
     settings: ClassVar[tuple[str, ...]] = ()
     deterministic: ClassVar[bool] = False  # True: no posterior noise and no likelihood bound.
     supports_conditional: ClassVar[bool] = True
+    two_layers: ClassVar[bool] = True  # False: the family's network has one stochastic layer only.
 
     @classmethod
     def check(cls, config: Config) -> None:
@@ -108,11 +109,19 @@ class LatentModel:
                               f"--model {config.model.family}")
         if config.run.remat:
             raise ConfigError(f"--remat is implemented for --model hvae, not --model {config.model.family}")
+        if not cls.two_layers and config.model.stochastic_layers != 1:
+            raise ConfigError(f"--model {config.model.family} has one stochastic layer; leave "
+                              "--stochastic_layers at 1")
+
+    @classmethod
+    def network(cls, config: Config, spec: InputSpec, likelihood: Likelihood) -> tuple[nn.Module, int, int]:
+        """(net, latent_dim, noise_dim) of the family: ``flat_net``'s unless a family wraps it."""
+        return flat_net(config, spec, likelihood)
 
     @classmethod
     def build(cls, config: Config, spec: InputSpec) -> "LatentModel":
         likelihood = likelihood_of(config)
-        net, latent_dim, noise_dim = flat_net(config, spec, likelihood)
+        net, latent_dim, noise_dim = cls.network(config, spec, likelihood)
         return cls(net=net, likelihood=likelihood, spec=spec, latent_dim=latent_dim, noise_dim=noise_dim,
                    conditional=config.model.conditional, convolutional=not config.model.arch.startswith("mlp"),
                    **cls.options(config))
