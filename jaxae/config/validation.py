@@ -69,6 +69,9 @@ def validate(config: Config) -> Config:
     _positive("miwae_m", o.miwae_m)
     _positive("vamp_components", o.vamp_components)
     _positive("iaf_hidden", o.iaf_hidden)
+    _positive("stage2_hidden", o.stage2_hidden)
+    if o.stage1_steps < 0:
+        raise ConfigError(f"--stage1_steps must be >= 0 (0: half of --steps), got {o.stage1_steps}")
     if o.iaf_steps < 0:
         raise ConfigError(f"--iaf_steps must be >= 0 (0: no flow), got {o.iaf_steps}")
     if not 0.0 <= o.ciwae_beta <= 1.0:

@@ -28,6 +28,9 @@ only this interface and never a family's name:
   (jaxae.priors).
 - ``inference_mask(params)``: which parameters belong to q(z|x) (True) and which to
   the generative model p(x|z) (False), for objectives that treat them differently.
+- ``trainable(params, step)``: which parameters the train step may update at ``step``
+  (a pytree of bools like ``params``), or None (the default): all of them. For families
+  trained in stages (two_stage).
 
 :class:`LatentModel` implements all of it for networks with the four methods of
 jaxae.nets.stochastic; a family subclasses it and writes ``loss`` (and ``network`` when its
@@ -232,6 +235,12 @@ class LatentModel:
             return jax.tree.map(lambda _: inference, sub)
 
         return {name: mask(name, sub) for name, sub in params.items()}
+
+    def trainable(self, params: Params, step: jax.Array) -> Any | None:
+        """A pytree of (traced) bools like ``params``: which parameters the update at ``step``
+        may change (the others keep their values whatever the optimizer says); None: all."""
+        del params, step
+        return None
 
     def noise_scale(self, temperatures: list[float]) -> float | jax.Array:
         """Sampling temperatures -> the scale of the (prior_dim,) N(0, I) draws: one value here."""
