@@ -51,12 +51,14 @@ class IAFNet(nn.Module):
         self.flow = Flow(self.latent_dim, self.steps, (self.hidden, self.hidden))
 
     def posterior(self, x: jax.Array, eps: jax.Array, cond: jax.Array | None = None):
-        """eps (B, D) or (B, S, D) -> (z_T like eps, log q(z_T|x) like eps without its last axis)."""
+        """eps (B, D) or (B, S, D) -> (z_T like eps, log q(z_T|x) like eps without its last
+        axis, the code: the flow's image of the mean (B, D))."""
         mean, logvar, h = self.statistics(x, cond)
+        code = self.flow(mean, h)[0]
         if eps.ndim == 3:
             mean, logvar, h = mean[:, None], logvar[:, None], h[:, None]
         z, log_det = self.flow(mean + jnp.exp(0.5 * logvar) * eps, h)
-        return z, dist.standard_normal_log_prob(eps) - 0.5 * jnp.sum(logvar, axis=-1) - log_det
+        return z, dist.standard_normal_log_prob(eps) - 0.5 * jnp.sum(logvar, axis=-1) - log_det, code
 
     def statistics(self, x: jax.Array, cond: jax.Array | None = None):
         """x -> z0's mean and logvar (B, D) and the context h (B, 2 D), empty without steps."""
@@ -65,12 +67,12 @@ class IAFNet(nn.Module):
         return mean[:, :d], logvar[:, :d], jnp.concatenate([mean[:, d:], logvar[:, d:]], axis=-1)
 
     def __call__(self, x: jax.Array, eps: jax.Array, cond: jax.Array | None = None):
-        z, log_q = self.posterior(x, eps, cond)
+        z, log_q, code = self.posterior(x, eps, cond)
         kl = log_q - dist.standard_normal_log_prob(z)
-        return self.decoder(z, cond), kl[:, None], self.encode(x, cond)[0]
+        return self.decoder(z, cond), kl[:, None], code
 
     def sample_and_score(self, x: jax.Array, eps: jax.Array, cond: jax.Array | None = None):
-        z, log_q = self.posterior(x, eps, cond)                                      # (B, S, D), (B, S)
+        z, log_q, _ = self.posterior(x, eps, cond)                                   # (B, S, D), (B, S)
         out = self.decoder(z.reshape(-1, z.shape[-1]), _repeat(cond, z.shape[1]))
         return out.reshape(*z.shape[:2], *out.shape[1:]), dist.standard_normal_log_prob(z) - log_q
 

@@ -76,12 +76,13 @@ def pieces(model, params, x, keys, num_samples):
     eps_s = eps_of_log_weights(keys, num_samples)
     eps = model.noise(keys)
     post = lambda e: model.net.apply({"params": params}, x, e, method=IAFNet.posterior)  # noqa: E731
-    z_s, log_q_s = post(eps_s)
-    z, _ = post(eps)
+    z_s, log_q_s, _ = post(eps_s)
+    z, _, code = post(eps)
     decode = lambda v: model.net.apply({"params": params}, v, method=IAFNet.decode)  # noqa: E731
     log_px_s = model.likelihood.log_prob(decode(z_s.reshape(-1, D)).reshape(*z_s.shape[:2], *x.shape[1:]), x[:, None])
     batch = {"x": x, "x_in": x}
-    return dict(eps=eps, eps_s=eps_s, z_s=z_s, log_q_s=log_q_s, log_px_s=log_px_s, z=z,
+    return dict(code=code, encoded=model.encode(params, x)[0], eps=eps, eps_s=eps_s, z_s=z_s, log_q_s=log_q_s,
+                log_px_s=log_px_s, z=z,
                 log_px=model.likelihood.log_prob(decode(z), x), log_w=model.log_weights(params, x, keys, num_samples),
                 loss=model.loss(params, batch, keys), terms=model.eval_terms(params, batch, keys))
 
@@ -112,7 +113,7 @@ def test_log_det_is_the_numerical_log_det_of_the_whole_flow(case):
     to_z = lambda e: model.net.apply({"params": params}, x[:1], e[None], method=IAFNet.posterior)[0][0]  # noqa: E731
     jac = np.asarray(jax.jacobian(to_z)(eps[0]), np.float64)
     sign, log_abs_det = np.linalg.slogdet(jac)
-    _, log_q = model.net.apply({"params": params}, x[:1], eps, method=IAFNet.posterior)
+    _, log_q, _ = model.net.apply({"params": params}, x[:1], eps, method=IAFNet.posterior)
     expected = -0.5 * np.sum(LOG_2PI + p["eps"][0] ** 2) - log_abs_det
     assert sign != 0 and np.max(np.abs(np.triu(jac, 1))) > 1e-3  # The reversals make J full, not triangular.
     np.testing.assert_allclose(float(log_q[0]), expected, rtol=1e-4)
@@ -135,6 +136,9 @@ def test_loss_is_the_negative_elbo_with_a_monte_carlo_kl(case):
     np.testing.assert_allclose(terms["nelbo"], -p["log_px"] + kl, rtol=1e-5)
     np.testing.assert_allclose([loss, scalars["kl"]], [np.mean(-p["log_px"] + kl), kl.mean()], rtol=1e-5)
     assert terms["kl_per_unit"].shape == (3, 1)
+    # The code is the flow's image of z0's mean: z_T at eps = 0.
+    z0, _ = numpy_posterior(f64(params), np.asarray(x, np.float64), np.zeros((3, 1, D)), steps=3)
+    np.testing.assert_allclose([p["code"], p["encoded"]], [z0[:, 0], z0[:, 0]], rtol=1e-4, atol=1e-5)
 
 
 def test_without_steps_it_is_the_vae():
