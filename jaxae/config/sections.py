@@ -117,6 +117,12 @@ class ObjectiveConfig:
                            "in [0, 1]")
     vamp_components: int = _f(500, "K of the VampPrior: learned pseudo-inputs whose posteriors make up the "
                               "prior (vamp)")
+    iaf_steps: int = _f(2, "T of the inverse autoregressive flow: IAF steps after the Gaussian posterior, "
+                        "each a MADE conditioned on the encoder's context (iaf; 0: the VAE with a Monte Carlo KL)")
+    iaf_hidden: int = _f(128, "units of each of the two hidden layers of every IAF step's MADE (iaf)")
+    stage1_steps: int = _f(0, "steps of stage 1 of the two-stage VAE; stage 2 trains on its codes for the rest "
+                           "(two_stage; 0: half of --steps)")
+    stage2_hidden: int = _f(256, "units of each of the two hidden layers of the stage-2 VAE's MLPs (two_stage)")
     mmd_weight: float = _f(10.0, "weight of MMD(q(z), p(z)) in the loss (wae: lambda; infovae: alpha + lambda - 1)")
     code_l2: float = _f(0.0, "L2 penalty on the code: weight of ||z||^2 (ae, rae_l2, rae_gp: beta/2 of the RAE)")
     decoder_reg: float = _f(0.0, "weight of the RAE's decoder regulariser, > 0: squared L2 norm of the decoder's "

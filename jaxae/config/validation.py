@@ -68,6 +68,12 @@ def validate(config: Config) -> Config:
                           f"got {d.image_size}")
     _positive("miwae_m", o.miwae_m)
     _positive("vamp_components", o.vamp_components)
+    _positive("iaf_hidden", o.iaf_hidden)
+    _positive("stage2_hidden", o.stage2_hidden)
+    if o.stage1_steps < 0:
+        raise ConfigError(f"--stage1_steps must be >= 0 (0: half of --steps), got {o.stage1_steps}")
+    if o.iaf_steps < 0:
+        raise ConfigError(f"--iaf_steps must be >= 0 (0: no flow), got {o.iaf_steps}")
     if not 0.0 <= o.ciwae_beta <= 1.0:
         raise ConfigError(f"--ciwae_beta must be in [0, 1], got {o.ciwae_beta}")
     if d.input_noise != "none" and not 0 < d.noise_level <= (10.0 if d.input_noise == "gaussian" else 1.0):

@@ -18,11 +18,13 @@ from jaxae.families.ae import AE
 from jaxae.families.base import LatentModel
 from jaxae.families.ciwae import CIWAE
 from jaxae.families.hvae import HVAE
+from jaxae.families.iaf import IAF
 from jaxae.families.infovae import InfoVAE
 from jaxae.families.iwae import IWAE
 from jaxae.families.miwae import MIWAE
 from jaxae.families.piwae import PIWAE
 from jaxae.families.rae import RAEGP, RAEL2
+from jaxae.families.two_stage import TwoStage
 from jaxae.families.vamp import VAMP
 from jaxae.families.wae import WAE
 from jaxae.families.vae import VAE, ConditionalVAE
@@ -38,6 +40,8 @@ REGISTRY: dict[str, type] = {
     "piwae": PIWAE,
     "ciwae": CIWAE,
     "vamp": VAMP,
+    "iaf": IAF,
+    "two_stage": TwoStage,
     "wae": WAE,
     "infovae": InfoVAE,
     "rae_l2": RAEL2,
@@ -88,5 +92,6 @@ def make_model(config: Config, spec: InputSpec) -> LatentModel:
     return model
 
 
-__all__ = ["AE", "CIWAE", "HVAE", "IWAE", "MIWAE", "InfoVAE", "PIWAE", "RAEGP", "RAEL2", "REGISTRY", "VAE",
-           "VAMP", "WAE", "ConditionalVAE", "LatentModel", "check_config", "family_class", "make_model", "register"]
+__all__ = ["AE", "CIWAE", "HVAE", "IAF", "IWAE", "MIWAE", "InfoVAE", "PIWAE", "RAEGP", "RAEL2", "REGISTRY",
+           "TwoStage", "VAE", "VAMP", "WAE", "ConditionalVAE", "LatentModel", "check_config", "family_class",
+           "make_model", "register"]

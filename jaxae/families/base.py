@@ -34,10 +34,13 @@ only this interface and never a family's name:
   (jaxae.priors).
 - ``inference_mask(params)``: which parameters belong to q(z|x) (True) and which to
   the generative model p(x|z) (False), for objectives that treat them differently.
+- ``trainable(params, step)``: which parameters the train step may update at ``step``
+  (a pytree of bools like ``params``), or None (the default): all of them. For families
+  trained in stages (two_stage).
 
 :class:`LatentModel` implements all of it for networks with the four methods of
-jaxae.nets.stochastic; a family subclasses it and writes ``loss`` (and ``build`` when its
-network differs).
+jaxae.nets.stochastic; a family subclasses it and writes ``loss`` (and ``network`` when its
+network wraps or replaces ``flat_net``'s, ``build`` when more differs).
 """
 
 from __future__ import annotations
@@ -112,6 +115,7 @@ class LatentModel:
     deterministic: ClassVar[bool] = False  # True: no posterior noise and no likelihood bound.
     conditions: ClassVar[tuple[str, ...]] = CONDITIONS  # The condition kinds the family accepts.
     supports_conditional: ClassVar[bool] = True  # False: the older spelling of conditions = ("none",).
+    two_layers: ClassVar[bool] = True  # False: the family's network has one stochastic layer only.
 
     @classmethod
     def check(cls, config: Config) -> None:
@@ -121,11 +125,19 @@ class LatentModel:
                               f"--model {config.model.family}")
         if config.run.remat:
             raise ConfigError(f"--remat is implemented for --model hvae, not --model {config.model.family}")
+        if not cls.two_layers and config.model.stochastic_layers != 1:
+            raise ConfigError(f"--model {config.model.family} has one stochastic layer; leave "
+                              "--stochastic_layers at 1")
+
+    @classmethod
+    def network(cls, config: Config, spec: InputSpec, likelihood: Likelihood) -> tuple[nn.Module, int, int]:
+        """(net, latent_dim, noise_dim) of the family: ``flat_net``'s unless a family wraps it."""
+        return flat_net(config, spec, likelihood)
 
     @classmethod
     def build(cls, config: Config, spec: InputSpec) -> "LatentModel":
         likelihood = likelihood_of(config)
-        net, latent_dim, noise_dim = flat_net(config, spec, likelihood)
+        net, latent_dim, noise_dim = cls.network(config, spec, likelihood)
         return cls(net=net, likelihood=likelihood, spec=spec, latent_dim=latent_dim, noise_dim=noise_dim,
                    conditioning=conditioning_of(config, spec),
                    convolutional=not config.model.arch.startswith("mlp"), **cls.options(config))
@@ -250,6 +262,12 @@ class LatentModel:
             return jax.tree.map(lambda _: inference, sub)
 
         return {name: mask(name, sub) for name, sub in params.items()}
+
+    def trainable(self, params: Params, step: jax.Array) -> Any | None:
+        """A pytree of (traced) bools like ``params``: which parameters the update at ``step``
+        may change (the others keep their values whatever the optimizer says); None: all."""
+        del params, step
+        return None
 
     def noise_scale(self, temperatures: list[float]) -> float | jax.Array:
         """Sampling temperatures -> the scale of the (prior_dim,) N(0, I) draws: one value here."""

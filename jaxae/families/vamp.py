@@ -28,8 +28,8 @@ from jaxae import distributions as dist
 from jaxae import objectives
 from jaxae.config import Config
 from jaxae.data import InputSpec
-from jaxae.errors import ConfigError
-from jaxae.families.base import LatentModel, Params, flat_net, likelihood_of
+from jaxae.families.base import LatentModel, Params, flat_net
+from jaxae.likelihoods import Likelihood
 from jaxae.nets import OneLayerNet
 
 
@@ -85,21 +85,14 @@ class VAMP(LatentModel):
     name = "vamp"
     settings = ("vamp_components", "kl_warmup_steps")
     conditions = ("none",)
+    two_layers = False
 
     @classmethod
-    def check(cls, config: Config) -> None:
-        super().check(config)
-        if config.model.stochastic_layers != 1:
-            raise ConfigError("--model vamp has one stochastic layer; leave --stochastic_layers at 1")
-
-    @classmethod
-    def build(cls, config: Config, spec: InputSpec) -> "VAMP":
-        likelihood = likelihood_of(config)
+    def network(cls, config: Config, spec: InputSpec, likelihood: Likelihood) -> tuple[nn.Module, int, int]:
         flat, latent_dim, _ = flat_net(config, spec, likelihood)
         net = VampNet(encoder=flat.encoder, decoder=flat.decoder, num_components=config.objective.vamp_components,
                       image_shape=spec.image_shape)
-        return cls(net=net, likelihood=likelihood, spec=spec, latent_dim=latent_dim, noise_dim=latent_dim,
-                   convolutional=not config.model.arch.startswith("mlp"), **cls.options(config))
+        return net, latent_dim, latent_dim
 
     def log_prior(self, params: Params, z: jax.Array) -> jax.Array:
         """log p(z) under the VampPrior, (..., latent_dim) -> (...) nats."""

@@ -57,7 +57,8 @@ def make_train_step(model, optimizer: optax.GradientTransformation, preprocess: 
     was NaN/Inf; ``skipped``: 1.0 when the update was skipped — params, optimizer state
     and moving average stay as they were — because it was non-finite or its gradient
     norm (before any clipping) exceeded ``skip_threshold`` (0: never); skips are counted
-    in ``state.skipped``. With ``ema_decay`` > 0 the state must hold ``ema_params``,
+    in ``state.skipped``. Parameters outside ``model.trainable(params, step)`` (when not
+    None) keep their values. With ``ema_decay`` > 0 the state must hold ``ema_params``,
     updated after each applied step as ema <- decay * ema + (1 - decay) * params.
     grad_accum: microbatches per (per-device) batch, which must divide it (see the module
     docstring); gradients and metrics are their means.
@@ -95,6 +96,9 @@ def make_train_step(model, optimizer: optax.GradientTransformation, preprocess: 
         apply = finite & (grad_norm <= skip_threshold) if skip_threshold else finite
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        trainable = model.trainable(state.params, state.step)
+        if trainable is not None:   # A family trained in stages freezes the others' parameters.
+            params = jax.tree.map(lambda new, old, t: jnp.where(t, new, old), params, state.params, trainable)
         keep = lambda new, old: jnp.where(apply, new, old)  # noqa: E731
         params = jax.tree.map(keep, params, state.params)
         ema = state.ema_params
