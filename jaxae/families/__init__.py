@@ -17,6 +17,7 @@ from jaxae.errors import ConfigError
 from jaxae.families.ae import AE
 from jaxae.families.base import LatentModel
 from jaxae.families.ciwae import CIWAE
+from jaxae.families.draw import DRAW
 from jaxae.families.hvae import HVAE
 from jaxae.families.infovae import InfoVAE
 from jaxae.families.iwae import IWAE
@@ -42,6 +43,7 @@ REGISTRY: dict[str, type] = {
     "infovae": InfoVAE,
     "rae_l2": RAEL2,
     "rae_gp": RAEGP,
+    "draw": DRAW,
 }
 
 
@@ -86,5 +88,5 @@ def make_model(config: Config, spec: InputSpec) -> LatentModel:
     return model
 
 
-__all__ = ["AE", "CIWAE", "HVAE", "IWAE", "MIWAE", "InfoVAE", "PIWAE", "RAEGP", "RAEL2", "REGISTRY", "VAE",
+__all__ = ["AE", "CIWAE", "DRAW", "HVAE", "IWAE", "MIWAE", "InfoVAE", "PIWAE", "RAEGP", "RAEL2", "REGISTRY", "VAE",
            "VAMP", "WAE", "ConditionalVAE", "LatentModel", "check_config", "family_class", "make_model", "register"]
