@@ -46,6 +46,19 @@ class ResidualBlock(nn.Module):
         return x + nn.Conv(x.shape[-1], (3, 3), dtype=self.dtype)(act(h))
 
 
+def spatial(cond: jax.Array | None) -> bool:
+    """Whether a condition is an image (B, h, w, C), which conv nets take as channels, rather
+    than a vector (B, K) they append to the dense layer's input."""
+    return cond is not None and cond.ndim == 4
+
+
+def with_channels(h: jax.Array, cond: jax.Array) -> jax.Array:
+    """(B, H, W, D) features and an image condition (B, h, w, C) -> (B, H, W, D + C): the
+    condition resized (nearest) to H x W, mapped to [-1, 1] as the inputs are, appended as channels."""
+    resized = jax.image.resize(cond, (cond.shape[0], *h.shape[1:3], cond.shape[3]), "nearest")
+    return jnp.concatenate([h, (2.0 * resized - 1.0).astype(h.dtype)], axis=-1)
+
+
 def _stage_conv(h: jax.Array, width: int, act, residual: bool, activation: str, dtype: Any) -> jax.Array:
     """The stride-1 part of a stage: a 3x3 conv + act, or a residual block after a width change."""
     if not residual:
@@ -56,9 +69,11 @@ def _stage_conv(h: jax.Array, width: int, act, residual: bool, activation: str, 
 
 
 class ConvEncoder(nn.Module):
-    """(B, H, W, C) in [0, 1] and optional condition (B, K) -> (mean, logvar), each (B, latent_dim).
+    """(B, H, W, C) in [0, 1] and optional condition -> (mean, logvar), each (B, latent_dim).
 
-    Each stage: 3x3 conv stride 1 then 4x4 conv stride 2 (activation), halving H and W.
+    Each stage: 3x3 conv stride 1 then 4x4 conv stride 2 (activation), halving H and W. A
+    vector condition (B, K) is appended to the dense layer's input; an image condition
+    (B, h, w, C) in [0, 1] to the input image as channels (:func:`with_channels`).
     """
 
     channels: Sequence[int]
@@ -71,11 +86,13 @@ class ConvEncoder(nn.Module):
     def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         act = getattr(nn, self.activation)
         h = (2.0 * x - 1.0).astype(self.dtype)
+        if spatial(cond):
+            h = with_channels(h, cond)
         for width in self.channels:
             h = _stage_conv(h, width, act, self.residual, self.activation, self.dtype)
             h = act(nn.Conv(width, (4, 4), strides=(2, 2), dtype=self.dtype)(h))
         h = h.reshape(h.shape[0], -1)
-        if cond is not None:
+        if cond is not None and not spatial(cond):
             h = jnp.concatenate([h, cond.astype(h.dtype)], axis=-1)
         h = act(nn.Dense(DENSE_WIDTH, dtype=self.dtype)(h))
         stats = widen(nn.Dense(2 * self.latent_dim, dtype=self.dtype)(h), self.dtype)
@@ -84,8 +101,10 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """(B, latent_dim) -> (B, *out_shape); mirrors :class:`ConvEncoder`, upsampling each stage
-    2x with a 3x3 conv and depth-to-space (:func:`upsample2x`)."""
+    """(B, latent_dim) and optional condition -> (B, *out_shape); mirrors :class:`ConvEncoder`,
+    upsampling each stage 2x with a 3x3 conv and depth-to-space (:func:`upsample2x`). A vector
+    condition (B, K) is appended to the latent; an image condition (B, h, w, C) enters as
+    channels at the first stage's resolution and again before the last conv, at full size."""
 
     channels: Sequence[int]
     out_shape: tuple[int, int, int]
@@ -99,10 +118,15 @@ class ConvDecoder(nn.Module):
         stride = 2 ** len(self.channels)
         height, width = self.out_shape[0] // stride, self.out_shape[1] // stride
         dense = lambda n: nn.Dense(n, dtype=self.dtype)  # noqa: E731
-        h = act(dense(DENSE_WIDTH)(z if cond is None else jnp.concatenate([z, cond], axis=-1)))
+        vector = cond is not None and not spatial(cond)
+        h = act(dense(DENSE_WIDTH)(jnp.concatenate([z, cond], axis=-1) if vector else z))
         h = act(dense(height * width * self.channels[0])(h))
         h = h.reshape(z.shape[0], height, width, self.channels[0])
+        if spatial(cond):
+            h = with_channels(h, cond)
         for width_out in self.channels:
             h = act(upsample2x(nn.Conv(4 * width_out, (3, 3), dtype=self.dtype)(h)))
             h = _stage_conv(h, width_out, act, self.residual, self.activation, self.dtype)
+        if spatial(cond):
+            h = with_channels(h, cond)
         return widen(nn.Conv(self.out_shape[2], (3, 3), dtype=self.dtype)(h), self.dtype)
