@@ -127,6 +127,14 @@ class ObjectiveConfig:
     code_l2: float = _f(0.0, "L2 penalty on the code: weight of ||z||^2 (ae, rae_l2, rae_gp: beta/2 of the RAE)")
     decoder_reg: float = _f(0.0, "weight of the RAE's decoder regulariser, > 0: squared L2 norm of the decoder's "
                             "parameters (rae_l2) or squared norm of the decoder's Jacobian at the code (rae_gp)")
+    draw_steps: int = _f(16, "T of DRAW: glimpses (steps of the recurrence), each with its own z_t of --latent_dim "
+                         "(draw; the paper: 64 on MNIST)")
+    draw_lstm: int = _f(256, "units of DRAW's encoder and decoder LSTMs (draw; the paper: 256)")
+    draw_attention: bool = _f(False, "DRAW's Gaussian-filterbank read and write attention; off: read the whole "
+                              "image and error image, write the whole canvas (draw)")
+    draw_read_size: int = _f(2, "N of DRAW's N x N read glimpse, >= 2, with --draw_attention (the paper: 2 on MNIST)")
+    draw_write_size: int = _f(5, "N of DRAW's N x N write patch, >= 2, with --draw_attention (the paper: 5 on "
+                              "MNIST)")
 
 
 @dataclasses.dataclass(frozen=True)

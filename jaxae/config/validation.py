@@ -74,6 +74,11 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"--stage1_steps must be >= 0 (0: half of --steps), got {o.stage1_steps}")
     if o.iaf_steps < 0:
         raise ConfigError(f"--iaf_steps must be >= 0 (0: no flow), got {o.iaf_steps}")
+    _positive("draw_steps", o.draw_steps)
+    _positive("draw_lstm", o.draw_lstm)
+    for name in ("draw_read_size", "draw_write_size"):
+        if getattr(o, name) < 2:
+            raise ConfigError(f"--{name} must be >= 2 (an N x N grid of filters), got {getattr(o, name)}")
     if not 0.0 <= o.ciwae_beta <= 1.0:
         raise ConfigError(f"--ciwae_beta must be in [0, 1], got {o.ciwae_beta}")
     if d.input_noise != "none" and not 0 < d.noise_level <= (10.0 if d.input_noise == "gaussian" else 1.0):

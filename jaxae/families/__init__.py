@@ -17,6 +17,7 @@ from jaxae.errors import ConfigError
 from jaxae.families.ae import AE
 from jaxae.families.base import LatentModel
 from jaxae.families.ciwae import CIWAE
+from jaxae.families.draw import DRAW
 from jaxae.families.hvae import HVAE
 from jaxae.families.iaf import IAF
 from jaxae.families.infovae import InfoVAE
@@ -46,6 +47,7 @@ REGISTRY: dict[str, type] = {
     "infovae": InfoVAE,
     "rae_l2": RAEL2,
     "rae_gp": RAEGP,
+    "draw": DRAW,
 }
 
 
@@ -92,6 +94,6 @@ def make_model(config: Config, spec: InputSpec) -> LatentModel:
     return model
 
 
-__all__ = ["AE", "CIWAE", "HVAE", "IAF", "IWAE", "MIWAE", "InfoVAE", "PIWAE", "RAEGP", "RAEL2", "REGISTRY",
-           "TwoStage", "VAE", "VAMP", "WAE", "ConditionalVAE", "LatentModel", "check_config", "family_class",
-           "make_model", "register"]
+__all__ = ["AE", "CIWAE", "DRAW", "HVAE", "IAF", "IWAE", "MIWAE", "InfoVAE", "PIWAE", "RAEGP", "RAEL2",
+           "REGISTRY", "TwoStage", "VAE", "VAMP", "WAE", "ConditionalVAE", "LatentModel", "check_config",
+           "family_class", "make_model", "register"]

@@ -34,9 +34,9 @@ def f64(tree):
 def train_two_steps_and_sample(tfds_dir: str, path: str, **settings):
     """Trains ``settings`` (the family and its options) for 2 steps on mnist_5k through
     train_and_evaluate, loads it back and draws 4 samples: (final record, model, images)."""
-    config = Config.create(data_dir=tfds_dir, hidden_dims=(16,), latent_dim=3, steps=2, eval_every=2,
-                           checkpoint_every=2, steps_per_call=1, batch_size=16, train_split="train[:64]",
-                           eval_split="test[:32]", **settings)
+    tiny = dict(hidden_dims=(16,), latent_dim=3)     # settings may override these
+    config = Config.create(data_dir=tfds_dir, steps=2, eval_every=2, checkpoint_every=2, steps_per_call=1,
+                           batch_size=16, train_split="train[:64]", eval_split="test[:32]", **{**tiny, **settings})
     final = train_and_evaluate(config, path, progress=False)
     model, params, step = workdir.load_model(path)
     assert final["step"] == 2 == step and model.name == settings["model"]
