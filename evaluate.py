@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         parts.append(f"nll_iwae(k={args.iwae_samples}) {result['nll_iwae']:.2f} nats "
                      f"({result['bpd_iwae']:.4f} bits/dim)")
     parts.append(f"recon {result['recon']:.2f}")
+    parts += [f"{name} {value:.4f}" for name, value in result.items() if name.endswith("_bpd")]  # A family's parts.
     if "kl" in result:
         parts.append(f"kl {result['kl']:.2f}")
     parts += [f"mse {result['mse']:.2f}", f"active units {result['active_units']}/{model.latent_dim}",

@@ -110,6 +110,11 @@ class ObjectiveConfig:
     code_l2: float = _f(0.0, "L2 penalty on the code: weight of ||z||^2 (ae, rae_l2, rae_gp: beta/2 of the RAE)")
     decoder_reg: float = _f(0.0, "weight of the RAE's decoder regulariser, > 0: squared L2 norm of the decoder's "
                             "parameters (rae_l2) or squared norm of the decoder's Jacobian at the code (rae_gp)")
+    codebook_size: int = _f(128, "K of the VQ-VAE: codebook entries, each a --latent_dim vector, that the encoder's "
+                            "grid of codes is quantized to (vqvae)")
+    commitment: float = _f(0.25, "VQ-VAE commitment weight beta of ||z_e - sg[e]||^2 (vqvae)")
+    pixelcnn_layers: int = _f(6, "gated layers of the PixelCNN prior over the VQ-VAE's code grid (vqvae)")
+    pixelcnn_channels: int = _f(64, "channels of the PixelCNN prior over the VQ-VAE's code grid (vqvae)")
 
 
 @dataclasses.dataclass(frozen=True)

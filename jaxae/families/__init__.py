@@ -24,6 +24,7 @@ from jaxae.families.miwae import MIWAE
 from jaxae.families.piwae import PIWAE
 from jaxae.families.rae import RAEGP, RAEL2
 from jaxae.families.vamp import VAMP
+from jaxae.families.vqvae import VQVAE
 from jaxae.families.wae import WAE
 from jaxae.families.vae import VAE, ConditionalVAE
 
@@ -42,6 +43,7 @@ REGISTRY: dict[str, type] = {
     "infovae": InfoVAE,
     "rae_l2": RAEL2,
     "rae_gp": RAEGP,
+    "vqvae": VQVAE,
 }
 
 
@@ -87,4 +89,5 @@ def make_model(config: Config, spec: InputSpec) -> LatentModel:
 
 
 __all__ = ["AE", "CIWAE", "HVAE", "IWAE", "MIWAE", "InfoVAE", "PIWAE", "RAEGP", "RAEL2", "REGISTRY", "VAE",
-           "VAMP", "WAE", "ConditionalVAE", "LatentModel", "check_config", "family_class", "make_model", "register"]
+           "VAMP", "VQVAE", "WAE", "ConditionalVAE", "LatentModel", "check_config", "family_class", "make_model",
+           "register"]

@@ -55,6 +55,27 @@ def _stage_conv(h: jax.Array, width: int, act, residual: bool, activation: str, 
     return ResidualBlock(activation, dtype)(h)
 
 
+def _down_stages(x: jax.Array, channels: Sequence[int], act, residual: bool, activation: str,
+                 dtype: Any) -> jax.Array:
+    """Images (B, H, W, C) in [0, 1] -> features (B, H / 2^S, W / 2^S, channels[-1]): per stage a
+    stride-1 conv (:func:`_stage_conv`) then a 4x4 stride-2 conv, each followed by ``act``."""
+    h = (2.0 * x - 1.0).astype(dtype)
+    for width in channels:
+        h = _stage_conv(h, width, act, residual, activation, dtype)
+        h = act(nn.Conv(width, (4, 4), strides=(2, 2), dtype=dtype)(h))
+    return h
+
+
+def _up_stages(h: jax.Array, channels: Sequence[int], out_channels: int, act, residual: bool, activation: str,
+               dtype: Any) -> jax.Array:
+    """Features (B, h, w, F) -> float32 outputs (B, 2^S h, 2^S w, out_channels): per stage a 3x3
+    conv, depth-to-space 2x (:func:`upsample2x`) and a stride-1 conv, then a 3x3 output conv."""
+    for width_out in channels:
+        h = act(upsample2x(nn.Conv(4 * width_out, (3, 3), dtype=dtype)(h)))
+        h = _stage_conv(h, width_out, act, residual, activation, dtype)
+    return widen(nn.Conv(out_channels, (3, 3), dtype=dtype)(h), dtype)
+
+
 class ConvEncoder(nn.Module):
     """(B, H, W, C) in [0, 1] and optional condition (B, K) -> (mean, logvar), each (B, latent_dim).
 
@@ -70,10 +91,7 @@ class ConvEncoder(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         act = getattr(nn, self.activation)
-        h = (2.0 * x - 1.0).astype(self.dtype)
-        for width in self.channels:
-            h = _stage_conv(h, width, act, self.residual, self.activation, self.dtype)
-            h = act(nn.Conv(width, (4, 4), strides=(2, 2), dtype=self.dtype)(h))
+        h = _down_stages(x, self.channels, act, self.residual, self.activation, self.dtype)
         h = h.reshape(h.shape[0], -1)
         if cond is not None:
             h = jnp.concatenate([h, cond.astype(h.dtype)], axis=-1)
@@ -102,7 +120,29 @@ class ConvDecoder(nn.Module):
         h = act(dense(DENSE_WIDTH)(z if cond is None else jnp.concatenate([z, cond], axis=-1)))
         h = act(dense(height * width * self.channels[0])(h))
         h = h.reshape(z.shape[0], height, width, self.channels[0])
-        for width_out in self.channels:
-            h = act(upsample2x(nn.Conv(4 * width_out, (3, 3), dtype=self.dtype)(h)))
-            h = _stage_conv(h, width_out, act, self.residual, self.activation, self.dtype)
-        return widen(nn.Conv(self.out_shape[2], (3, 3), dtype=self.dtype)(h), self.dtype)
+        return _up_stages(h, self.channels, self.out_shape[2], act, self.residual, self.activation, self.dtype)
+
+
+class GridEncoder(ConvEncoder):
+    """(B, H, W, C) in [0, 1] -> a grid of code vectors (B, H / 2^S, W / 2^S, latent_dim), S =
+    len(channels): :class:`ConvEncoder`'s stages, then a 1x1 conv (no dense bottleneck)."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> jax.Array:
+        if cond is not None:
+            raise ValueError("GridEncoder takes no condition")
+        h = _down_stages(x, self.channels, getattr(nn, self.activation), self.residual, self.activation, self.dtype)
+        return widen(nn.Conv(self.latent_dim, (1, 1), dtype=self.dtype)(h), self.dtype)
+
+
+class GridDecoder(ConvDecoder):
+    """A grid of code vectors (B, h, w, D) -> (B, *out_shape): a 3x3 conv to channels[0], then
+    :class:`ConvDecoder`'s upsampling stages."""
+
+    @nn.compact
+    def __call__(self, z: jax.Array, cond: jax.Array | None = None) -> jax.Array:
+        if cond is not None:
+            raise ValueError("GridDecoder takes no condition")
+        act = getattr(nn, self.activation)
+        h = act(nn.Conv(self.channels[0], (3, 3), dtype=self.dtype)(z))
+        return _up_stages(h, self.channels, self.out_shape[2], act, self.residual, self.activation, self.dtype)
