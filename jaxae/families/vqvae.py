@@ -11,7 +11,8 @@ straight-through gradient of the decoder's input passed to z_e), and per image
     loss = -log p(x | z_q) + ||sg[z_e] - e||^2 + commitment ||z_e - sg[e]||^2 + prior_nll,
 
 squared norms summed over the grid and D (the paper's terms per image, as -log p(x|z) is
-summed over pixels). The codebook is learned by the loss (its second term); the paper's
+summed over pixels). The codebook (initialised uniform on [-1/K, 1/K]) is learned by the
+loss (its second term); the paper's
 EMA update is not offered, since jaxae's train step changes parameters only through the
 optimizer. prior_nll = -sum_i log p(k_i | k_<i) is the PixelCNN prior's negative
 log-likelihood of the code indices k (jaxae.nets.pixelcnn), trained jointly: its input

@@ -37,8 +37,10 @@ class ReconOnly(LatentModel):
 
 @pytest.mark.parametrize("name", sorted(families.REGISTRY))
 def test_every_registered_name_builds_and_scores(name):
-    arch = {"hvae": "hvae_mnist"}.get(name, "mlp")
-    required = {"rae_l2": {"decoder_reg": 1e-3}, "rae_gp": {"decoder_reg": 1e-3}}.get(name, {})
+    arch = {"hvae": "hvae_mnist", "vqvae": "conv"}.get(name, "mlp")
+    required = {"rae_l2": {"decoder_reg": 1e-3}, "rae_gp": {"decoder_reg": 1e-3},
+                "vqvae": {"channels": (4,), "codebook_size": 4, "pixelcnn_layers": 1, "pixelcnn_channels": 4}
+                }.get(name, {})
     config = families.check_config(Config.create(model=name, arch=arch, hidden_dims=(8,), latent_dim=2, **required))
     model = families.make_model(config, SPEC)
     params = model.init(jax.random.key(0))
