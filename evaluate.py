@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     args.split = args.split or (card.split if card else "test")
     if args.iwae_samples is None:
         args.iwae_samples = card.iwae_samples if card else 5000
+    if not model.bound:  # No importance-sampled bound (evaluation skips it): say k=0.
+        args.iwae_samples = 0
     overrides = {k: getattr(args, k) for k in ("data_dir", "manual_dir") if getattr(args, k) is not None}
     config = config.replace(**overrides)
     builder = distributed.primary_first(lambda: data.prepared_builder(config.data), "prepare_dataset")
