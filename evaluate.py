@@ -1,4 +1,6 @@
-"""Evaluate a trained model on a split: NELBO, IWAE bound, bits/dim, reconstruction, active units.
+"""Evaluate a trained model on a split: NELBO, IWAE bound, bits/dim, reconstruction, active units
+(for a conditional model, bounds on -log p(x | c); for one conditioned on a low-resolution image
+x_low, the PSNR of its super-resolved images and of bicubic and nearest upsampling of x_low).
 
     python evaluate.py --workdir runs/default --split test --iwae_samples 5000
     python evaluate.py --pretrained NAME --num_images 100     # a model shipped with jaxae
@@ -16,6 +18,11 @@ import sys
 
 from jaxae import cli, distributed, io
 from jaxae.config import ConfigError
+
+
+# The PSNR rows of a model conditioned on a low-resolution image (jaxae.evaluation), in print order.
+PSNR_ROWS = (("mean", "model (decoder mean at z = prior mode)"), ("sample", "model (one prior sample)"),
+             ("bicubic", "bicubic upsampling of x_low"), ("nearest", "nearest upsampling of x_low"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     if path is not None:
         io.write_text(path, json.dumps(result, indent=2))
     parts = []
+    given = result["conditional_on"]
+    if given and model.bound:  # The bounds are on -log p(x | c): say what c is.
+        print(f"conditional model: nelbo and nll_iwae bound -log p(x | c), c = {given}")
     if "nelbo" in result:
         parts.append(f"nelbo {result['nelbo']:.2f} nats ({result['bpd']:.4f} bits/dim)")
     if "nll_iwae" in result:
@@ -114,6 +124,9 @@ def main(argv: list[str] | None = None) -> None:
         summary += (f" = {100 * result['fraction_of_peak']:.0f}% of the measured float32 matmul peak "
                     f"({result['matmul_peak_flops_per_sec'] / 1e9:.0f} GFLOP/s)")
     print(summary)
+    psnrs = [(name, result[f"psnr_{key}"]) for key, name in PSNR_ROWS if f"psnr_{key}" in result]
+    if psnrs:
+        print("PSNR against x (dB, mean per image): " + ", ".join(f"{name} {value:.2f}" for name, value in psnrs))
     if card is not None and card.metric in result:
         print(f"{card.metric} {result[card.metric]:.2f} on these {len(images)} images; the card reports "
               f"{card.value:.2f} on {card.split} with k={card.iwae_samples}")

@@ -1,8 +1,9 @@
 """Draw images from a trained model: prior samples, class-conditional samples,
-reconstructions, interpolations, latent traversals and denoising.
+super-resolution, reconstructions, interpolations, latent traversals and denoising.
 
     python sample.py --workdir runs/default --num_samples 64 --output samples.png
     python sample.py --workdir runs/cvae --label 7 --output sevens.png
+    python sample.py --workdir runs/lowres --upscale low.png --num_samples 8 --output high.png
     python sample.py --workdir runs/ae --prior fitted --output samples.png
     python sample.py --workdir runs/default --interpolate 0 1 --output lerp.png
     python sample.py --pretrained NAME --num_samples 64 --output samples.png
@@ -16,7 +17,7 @@ import sys
 from jaxae import cli, distributed
 from jaxae.config import ConfigError
 
-MODES = ("interpolate", "traverse", "reconstruct", "denoise")
+MODES = ("interpolate", "traverse", "reconstruct", "denoise", "upscale")
 
 
 def _check_args(args) -> None:
@@ -40,21 +41,41 @@ def _check_args(args) -> None:
         raise ConfigError(f"--frames must be in 2..100, got {args.frames}")
     if args.denoise is not None and not os.path.isfile(args.denoise):
         raise ConfigError(f"--denoise {args.denoise!r} is not a file (a PNG image or a .npy array)")
+    if args.upscale is not None and not os.path.isfile(args.upscale):
+        raise ConfigError(f"--upscale {args.upscale!r} is not a file (a PNG image)")
     for path in filter(None, (args.output, args.save_array)):
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             raise ConfigError(f"cannot write {path!r}: {folder!r} is not a writable directory")
 
 
+def _given(args, model, num: int):
+    """--label / --upscale -> the per-sample conditions (or None), the samples per grid row (or
+    None) and the low-res input (1, h, w, C) of --upscale (or None), validated against the model."""
+    import jax.numpy as jnp
+
+    cond = model.conditioning
+    if args.upscale is not None:
+        if not cond.on_image:
+            what = f"conditioned on {cond.describe()}" if cond.active else "unconditional"
+            raise ConfigError(f"--upscale needs a model trained with --condition lowres; this {model.name} is {what}")
+        low = _read_lowres(args.upscale, model)
+        return jnp.repeat(low, num, axis=0), min(8, num), low
+    if cond.on_image:
+        raise ConfigError(f"this {model.name} is conditioned on {cond.describe()}: give one with --upscale LOW.png")
+    return (*_labels(args.label, model, num), None)
+
+
 def _labels(arg: str | None, model, num: int):
     """--label -> per-sample labels (or None), validated against the model."""
     import jax.numpy as jnp
 
+    labelled = model.conditioning.kind == "label"
     if arg is None:
-        if not model.conditional:
+        if not labelled:
             return None, None
         arg = "all"
-    if not model.conditional:
+    if not labelled:
         raise ConfigError(f"--label needs a class-conditional model (--model cvae, or --conditional); "
                           f"this {model.name} is not")
     classes = model.spec.num_classes
@@ -74,6 +95,41 @@ def _test_split(config, args):
     return data.load_split(data.prepared_builder(config.data), config.data.eval_split, config.data.image_size)
 
 
+def _read_png(path: str, channels: int):
+    """A PNG (any image file PIL reads) -> (float32 (H, W, channels) in [0, 1], the file's own
+    channel count: 1 for grey modes, 3 otherwise, alpha not counted). Raises PIL's errors."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        own = 1 if len([b for b in im.getbands() if b != "A"]) == 1 and im.mode != "P" else 3
+        array = np.asarray(im.convert("L" if channels == 1 else "RGB"), np.float32) / 255.0
+    return array.reshape(*array.shape[:2], channels), own
+
+
+def _read_lowres(path: str, model):
+    """The --upscale image -> float32 (1, H/F, W/F, C) in [0, 1]; ConfigError unless it has the
+    model's low-res size and its number of channels."""
+    import numpy as np
+    from PIL import Image
+
+    height, width, channels = model.conditioning.lowres_shape
+    try:
+        array, own = _read_png(path, channels)
+    except (OSError, ValueError, Image.UnidentifiedImageError, Image.DecompressionBombError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"--upscale {path!r} is not a readable image ({reason})") from None
+    if array.shape[:2] != (height, width):
+        side, full = model.conditioning.factor, model.spec.image_shape
+        raise ConfigError(f"--upscale {path!r} is {array.shape[1]}x{array.shape[0]} pixels; this model upscales "
+                          f"{width}x{height} images (its {full[1]}x{full[0]} images / --lowres_factor {side})")
+    if own != channels:
+        kinds = {1: "grey", 3: "RGB"}
+        raise ConfigError(f"--upscale {path!r} is a {kinds[own]} image; this model's images are {kinds[channels]} "
+                          f"({channels} channel{'s' if channels > 1 else ''})")
+    return np.clip(array, 0.0, 1.0)[None]
+
+
 def _read_noisy(path: str, model):
     """One PNG image, or a .npy array (N, H, W, C) / (H, W, C) in [0, 1] -> uint8 (N, H, W, C)."""
     import numpy as np
@@ -89,8 +145,7 @@ def _read_noisy(path: str, model):
                 raise ValueError(f"it holds {getattr(array, 'dtype', type(array).__name__)}, not numbers")
             array = array.astype(np.float32)
         else:
-            with Image.open(path) as im:
-                array = np.asarray(im.convert("L" if shape[2] == 1 else "RGB"), np.float32) / 255.0
+            array, _ = _read_png(path, shape[2])
     except (*NPZ_ERRORS, Image.UnidentifiedImageError, Image.DecompressionBombError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(f"--denoise {path!r} is not a readable image or .npy array of numbers ({reason})") from None
@@ -131,6 +186,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="reconstruct the first N test images (inputs above outputs)")
     parser.add_argument("--denoise", metavar="IMAGE_OR_NPY", default=None,
                         help="reconstruct clean images from a noisy PNG or .npy (N, H, W, C) in [0, 1]")
+    parser.add_argument("--upscale", metavar="LOW.png", default=None,
+                        help="super-resolution (a model trained with --condition lowres): draw --num_samples "
+                             "images conditioned on this PNG of side H/F, W/F (grey or RGB as the model); the "
+                             "grid's first column is the input, nearest-upsampled")
     parser.add_argument("--frames", type=int, default=10, help="frames per interpolation/traversal row")
     parser.add_argument("--save_array", default=None, help="also write the images, float32 in [0, 1], as .npy")
     cli.add_dataclass_flags(parser, distributed.Cluster)
@@ -142,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     import jax
     import numpy as np
 
-    from jaxae import images, inputs, priors, sampling
+    from jaxae import conditioning, images, inputs, priors, sampling
     model, params, step, config, folder = cli.load_trained(args)
     primary = distributed.is_primary()  # Every process computes the same images; process 0 writes them.
     if primary:
@@ -158,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     num_cols = 8
     if args.interpolate or args.traverse is not None or args.reconstruct:
         test = _test_split(config, args)
-        labels = test.labels if model.conditional else None
+        labels = test.labels
         count = len(test)
         picks = args.interpolate or [args.traverse if args.traverse is not None else 0]
         bad = [i for i in picks if not 0 <= i < count]
@@ -186,8 +245,9 @@ def main(argv: list[str] | None = None) -> None:
             out = sampling.interleave_rows(inputs.scaled(shown, model.spec), recons, num_cols)
     elif args.denoise is not None:
         noisy = _read_noisy(args.denoise, model)
-        if model.conditional:
-            raise ConfigError("--denoise is not available for cvae: it needs each image's label")
+        if model.conditioning.kind == "label":
+            raise ConfigError(f"--denoise is not available for the label-conditioned {model.name}: it needs each "
+                              "image's label")
         sharding, placed = on_devices(len(noisy))
         clean = sampling.reconstruct(model, placed, noisy if sharding is None else distributed.put(noisy, sharding))
         out = sampling.interleave_rows(inputs.scaled(noisy, model.spec), clean, 1) if len(noisy) == 1 else clean
@@ -200,16 +260,20 @@ def main(argv: list[str] | None = None) -> None:
                               "this version of train.py")
         if not model.has_prior and prior is None:
             raise ConfigError(f"an {model.name} has no prior of its own: use --prior fitted")
-        labels, per_class = _labels(args.label, model, args.num_samples)
-        num = args.num_samples if labels is None else len(labels)
+        given, per_class, low = _given(args, model, args.num_samples)
+        num = args.num_samples if given is None else len(given)
         sharding, placed = on_devices(num)
         out = sampling.sample_prior(model, placed, jax.random.key(args.seed), num,
-                                    model.noise_scale(args.temperature), labels, prior, sharding=sharding)
+                                    model.noise_scale(args.temperature), given, prior, sharding=sharding)
         num_cols = per_class or 8
     out = np.asarray(out)
+    shown = out
+    if args.upscale is not None:  # Each row: the input, nearest-upsampled, then up to 8 samples.
+        shown = sampling.beside(conditioning.upsample(low, model.spec.image_shape[:2]), out, num_cols)
+        num_cols += 1
     if not primary:
         return
-    images.save_png(args.output, out, num_cols=num_cols)
+    images.save_png(args.output, np.asarray(shown), num_cols=num_cols)
     print(f"wrote {args.output} ({len(out)} images)")
     if args.save_array:
         np.save(args.save_array, out.astype(np.float32))

@@ -23,8 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxae import distributed
-from jaxae import inputs
+from jaxae import conditioning, distributed, inputs
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -80,14 +79,29 @@ def _eval_batch(model, params, batch, mask, rng, offset):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _full_eval_batch(model, params, batch, rng, offset):
-    """Every per-example number but the IWAE bound, and what that bound needs (x, keys, cond)."""
+    """Every per-example number but the IWAE bound, and what that bound needs (x, keys, cond).
+
+    For a model conditioned on a low-resolution image x_low (``conditioning.on_image``) also
+    the PSNR (dB, per image) against x of x_low's fixed upsamplings (``psnr_nearest``,
+    ``psnr_bicubic``) and, for a family with a prior of its own, of the super-resolved
+    image: the decoder mean under x_low at the prior draw of temperature 0 (z = 0 for
+    N(0, I); ``psnr_mean``) and at one prior draw z ~ p(z) from the example's key fold
+    inputs.PRIOR_FOLD (``psnr_sample``). The encoder, which sees x, takes no part in them.
+    """
     labels = batch.get("label")
     terms, model_batch, keys = _eval_terms(model, params, batch, rng, offset)
     x = model_batch["x"]
+    given = model.given(x, labels)
     mean, _ = model.encode(params, x, labels)
-    recon_mean = model.decode(params, mean, labels)
+    recon_mean = model.decode(params, mean, given)
     out = dict(terms, mse=jnp.sum(jnp.square(recon_mean - x), axis=(1, 2, 3)), posterior_mean=mean)
-    return out, (x, keys, model.condition(labels))
+    out.update({f"psnr_{name}": conditioning.psnr(up, x) for name, up in model.conditioning.baselines(given).items()})
+    if model.conditioning.on_image and model.has_prior:
+        modes = model.prior_draws(params, rng, x.shape[0], 0.0)
+        out.update(psnr_mean=conditioning.psnr(model.decode(params, modes, given), x),
+                   psnr_sample=conditioning.psnr(model.decode(params, model.example_prior_draws(params, keys), given),
+                                                 x))
+    return out, (x, keys, model.condition(given))
 
 
 def _padded_batch(images, labels, start: int, batch_size: int) -> tuple[dict, int]:
@@ -137,7 +151,9 @@ def evaluate_full(model, params, images: np.ndarray, rng: jax.Array, *, labels: 
     0) in nats per image, ``bpd`` and ``bpd_iwae``, ``mse`` (squared error of the
     reconstruction from the posterior mean, per image), ``active_units``,
     ``kl_per_unit`` (list), plus ``num_images``, ``iwae_samples``, ``seconds`` and
-    ``images_per_sec``. Batches are sharded over all devices (of every process, each
+    ``images_per_sec``. For a conditional model the bounds are on -log p(x | c), c named
+    by ``conditional_on`` ('' when unconditional); a model conditioned on a low-res image
+    adds the PSNRs of :func:`_full_eval_batch`. Batches are sharded over all devices (of every process, each
     of which must call this with the same arguments). For a family without a bound
     (``ae``) only ``loss``, ``recon``, ``mse`` and ``active_units`` apply.
     """
@@ -179,7 +195,8 @@ def evaluate_full(model, params, images: np.ndarray, rng: jax.Array, *, labels: 
         result["nll_iwae"] = -result.pop("log_px_iwae")
         result["bpd_iwae"] = bits_per_dim(result["nll_iwae"], model.spec.num_dims)
     variances = np.var(np.concatenate(means), axis=0)
-    result.update(active_units=int(np.sum(variances > ACTIVE_UNIT_THRESHOLD)), num_images=num,
+    result.update(conditional_on=model.conditioning.describe(),
+                  active_units=int(np.sum(variances > ACTIVE_UNIT_THRESHOLD)), num_images=num,
                   iwae_samples=iwae_samples, seconds=seconds, images_per_sec=num / seconds)
     if iwae_samples:
         result["iwae_flops_per_image"] = iwae_flops_per_image(model, params, images[:1], iwae_samples, chunk)
@@ -193,6 +210,6 @@ def iwae_flops_per_image(model, params, image: np.ndarray, iwae_samples: int, ch
 
     x = inputs.to_model_input(jnp.asarray(image), jax.random.split(jax.random.key(0), 1), model.spec)
     keys = jax.random.split(jax.random.key(1), 1)
-    cond = model.condition(jnp.zeros((1,), jnp.int32)) if model.conditional else None
+    cond = model.condition(model.given(x, jnp.zeros((1,), jnp.int32)))
     per_chunk = flops_of(lambda p, v, k: model.log_weights(p, v, k, chunk, cond=cond), params, x, keys)
     return per_chunk * iwae_samples / chunk

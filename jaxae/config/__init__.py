@@ -13,13 +13,14 @@ Presets: ``--config FILE`` loads a JSON file (nested or flat) or a Python file w
 """
 
 from jaxae.config.schema import FIELD_TYPES, FIELDS, FLAGS, RESUMABLE, SECTIONS, Config, load_preset, locate
-from jaxae.config.sections import (ACTIVATIONS, ARCHS, BINARIZE, BURDA_STAGES, DTYPES, HVAE_PRESETS, INPUT_NOISE,
-                                   LIKELIHOODS, LR_SCHEDULES, MLP_PRESETS, PARALLEL, DataConfig, ModelConfig,
-                                   ObjectiveConfig, OptimizerConfig, RunConfig, burda_epochs)
+from jaxae.config.sections import (ACTIVATIONS, ARCHS, BINARIZE, BURDA_STAGES, CONDITIONS, DTYPES, HVAE_PRESETS,
+                                   INPUT_NOISE, LIKELIHOODS, LR_SCHEDULES, MLP_PRESETS, PARALLEL, DataConfig,
+                                   ModelConfig, ObjectiveConfig, OptimizerConfig, RunConfig, burda_epochs)
 from jaxae.config.validation import incompatible_fields, total_steps, validate
 from jaxae.errors import ConfigError
 
-__all__ = ["ACTIVATIONS", "ARCHS", "BINARIZE", "BURDA_STAGES", "DTYPES", "FIELDS", "FIELD_TYPES", "FLAGS",
-           "HVAE_PRESETS", "INPUT_NOISE", "LIKELIHOODS", "LR_SCHEDULES", "MLP_PRESETS", "PARALLEL", "RESUMABLE",
-           "SECTIONS", "Config", "ConfigError", "DataConfig", "ModelConfig", "ObjectiveConfig", "OptimizerConfig",
-           "RunConfig", "burda_epochs", "incompatible_fields", "load_preset", "locate", "total_steps", "validate"]
+__all__ = ["ACTIVATIONS", "ARCHS", "BINARIZE", "BURDA_STAGES", "CONDITIONS", "DTYPES", "FIELDS", "FIELD_TYPES",
+           "FLAGS", "HVAE_PRESETS", "INPUT_NOISE", "LIKELIHOODS", "LR_SCHEDULES", "MLP_PRESETS", "PARALLEL",
+           "RESUMABLE", "SECTIONS", "Config", "ConfigError", "DataConfig", "ModelConfig", "ObjectiveConfig",
+           "OptimizerConfig", "RunConfig", "burda_epochs", "incompatible_fields", "load_preset", "locate",
+           "total_steps", "validate"]

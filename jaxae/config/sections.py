@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from jaxae.conditioning import CONDITIONS, DEFAULT_LOWRES_FACTOR
 from jaxae.likelihoods import LIKELIHOODS
 from jaxae.nets.hierarchical import PRESETS as HVAE_PRESETS
 from jaxae.nets.mlp import PRESETS as MLP_PRESETS
@@ -67,7 +68,12 @@ class ModelConfig:
     """The family (jaxae.families) and its networks and likelihood."""
 
     family: str = _f("vae", "model family (jaxae.families registry)", flag="model")
-    conditional: bool = _f(False, "condition encoder and decoder on the class label (cvae is vae with this)")
+    conditional: bool = _f(False, "condition encoder and decoder on the class label (the same as --condition "
+                           "label; cvae is vae with this)")
+    condition: str = _f("none", "what encoder and decoder are conditioned on: none, label (the class label, "
+                        "one-hot) or lowres (x_low, the model's input x box-averaged over F x F blocks, "
+                        "--lowres_factor F; for super-resolution, sample.py --upscale)", CONDITIONS)
+    lowres_factor: int = _f(DEFAULT_LOWRES_FACTOR, "F of --condition lowres: x_low has sides H/F and W/F")
     arch: str = _f("mlp", "encoder/decoder architecture", ARCHS)
     hidden_dims: tuple[int, ...] = _f((512, 256), "MLP hidden widths, comma-separated")
     channels: tuple[int, ...] = _f((32, 64), "conv widths per stride-2 stage, comma-separated")
@@ -82,6 +88,11 @@ class ModelConfig:
     num_mixtures: int = _f(10, "mixture components of --likelihood logistic_mixture")
     latent_mixture: int = _f(0, "Gaussian-mixture components fitted to the codes after training "
                              "(0: one Gaussian), for sample.py --prior fitted")
+
+    @property
+    def condition_kind(self) -> str:
+        """The condition in effect: ``label`` with --conditional (older configs), else --condition."""
+        return "label" if self.conditional else self.condition
 
     def mlp_settings(self) -> tuple[tuple[int, ...], tuple[int, ...], str]:
         """(hidden_dims, top_hidden_dims, activation) after applying an MLP preset."""

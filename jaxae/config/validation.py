@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jaxae.config.schema import FIELD_TYPES, FIELDS, FLAGS, RESUMABLE, Config
-from jaxae.config.sections import burda_epochs
+from jaxae.config.sections import DEFAULT_LOWRES_FACTOR, burda_epochs
 from jaxae.errors import ConfigError
 
 MAX_CODEBOOK = 1 << 16  # --codebook_size: the prior's logits have one channel per entry.
@@ -96,6 +96,13 @@ def validate(config: Config) -> Config:
             _positive(name, getattr(r, name))
     if m.gaussian_scale is not None:
         _positive("gaussian_scale", m.gaussian_scale)
+    if m.conditional and m.condition == "lowres":
+        raise ConfigError("--conditional conditions on the class label; it cannot be combined with --condition "
+                          "lowres (use one of them)")
+    if m.lowres_factor < 2:
+        raise ConfigError(f"--lowres_factor must be >= 2, got {m.lowres_factor}")
+    if m.condition_kind != "lowres" and m.lowres_factor != DEFAULT_LOWRES_FACTOR:
+        raise ConfigError(f"--lowres_factor {m.lowres_factor} is used by --condition lowres only")
     if m.stochastic_layers not in (1, 2):
         raise ConfigError(f"--stochastic_layers must be 1 or 2, got {m.stochastic_layers}")
     if m.stochastic_layers == 2 and not m.arch.startswith("mlp"):

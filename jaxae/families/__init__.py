@@ -63,11 +63,13 @@ def family_class(name: str) -> type:
 
 def check_config(config: Config) -> Config:
     """The family-dependent checks of a validated config: the family exists, accepts the
-    label condition if asked, and every objective setting it does not use is left at
+    condition asked for (``conditions``), and every objective setting it does not use is left at
     its default (a setting that would be silently ignored is refused)."""
     cls = family_class(config.model.family)
-    if config.model.conditional and not cls.supports_conditional:
-        raise ConfigError(f"--conditional is not available for --model {config.model.family}")
+    kind = config.model.condition_kind
+    if kind not in (cls.conditions if cls.supports_conditional else ("none",)):
+        flag = "--conditional" if config.model.conditional else f"--condition {kind}"
+        raise ConfigError(f"{flag} is not available for --model {config.model.family}")
     defaults = ObjectiveConfig()
     for field in dataclasses.fields(ObjectiveConfig):
         value = getattr(config.objective, field.name)
@@ -82,7 +84,7 @@ def check_config(config: Config) -> Config:
 def make_model(config: Config, spec: InputSpec) -> LatentModel:
     """The family of ``config`` for inputs described by ``spec``."""
     model = family_class(check_config(config).model.family).build(config, spec)
-    if model.conditional and spec.num_classes < 2:
+    if model.conditioning.kind == "label" and spec.num_classes < 2:
         raise ConfigError(f"--model {config.model.family} is conditional and needs a labelled dataset; "
                           f"{config.data.dataset!r} has no class labels")
     return model

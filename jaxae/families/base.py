@@ -17,8 +17,14 @@ only this interface and never a family's name:
 - ``eval_terms(params, batch, keys)``: per-example evaluation numbers (B,), in nats.
 - ``log_weights(params, x, keys, num_samples, start, cond)``: log p(x, z_s) - log q(z_s|x)
   (B, S), what the IWAE bound needs (``bound`` is False when the family has none).
-- ``encode(params, x, labels) -> (mean, logvar)`` of the code, (B, latent_dim);
-  ``decode(params, v, labels)``: mean images in [0, 1] from prior draws v (B, prior_dim);
+- ``conditioning`` (jaxae.conditioning.Conditioning): what the model is conditioned on
+  (nothing, the label, or the low-resolution image x_low); ``given(x, labels)``: that
+  condition for images x and their labels; ``condition(given)``: the networks' input for it
+  (``cond`` above); ``conditions`` (class): the kinds the family accepts.
+- ``encode(params, x, labels) -> (mean, logvar)`` of the code, (B, latent_dim), its
+  condition ``given(x, labels)``; ``decode(params, v, given)``: mean images in [0, 1] from
+  prior draws v (B, prior_dim) under the condition ``given`` (labels for a label-conditioned
+  model, x_low for a low-res-conditioned one);
   ``noise_scale(temperatures)``: how temperatures scale the prior draws;
   ``prior_draws(params, rng, num, scale)``: draws (num, prior_dim) that ``decode`` turns
   into samples from the family's prior (N(0, scale^2 I) unless the family's prior is
@@ -44,12 +50,18 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxae import inputs, nets
+from jaxae.conditioning import CONDITIONS, Conditioning
 from jaxae.config import HVAE_PRESETS, Config
 from jaxae.data import InputSpec
 from jaxae.errors import ConfigError
 from jaxae.likelihoods import Likelihood, make_likelihood
 
 Params = Any
+
+
+def conditioning_of(config: Config, spec: InputSpec) -> Conditioning:
+    """The condition of ``config.model`` (--condition, --conditional, --lowres_factor) for ``spec``."""
+    return Conditioning.of(config.model.condition_kind, spec, config.model.lowres_factor)
 
 
 def likelihood_of(config: Config) -> Likelihood:
@@ -83,8 +95,8 @@ class LatentModel:
 
     latent_dim: size of the code ``encode`` returns; noise_dim: size of the network's
     noise eps (latent_dim for one stochastic layer, D1 + D2 for two, every group's for
-    the hierarchical net); conditional: encoder and decoder see the one-hot label;
-    convolutional: the network is convolutional (jaxae.hardware picks steps per call by it).
+    the hierarchical net); conditioning: what encoder and decoder are conditioned on
+    (jaxae.conditioning); convolutional: the network is convolutional (jaxae.hardware picks steps per call by it).
     """
 
     net: nn.Module
@@ -92,13 +104,14 @@ class LatentModel:
     spec: InputSpec
     latent_dim: int
     noise_dim: int
-    conditional: bool = False
+    conditioning: Conditioning = Conditioning()
     convolutional: bool = False
 
     name: ClassVar[str] = "latent"
     settings: ClassVar[tuple[str, ...]] = ()
     deterministic: ClassVar[bool] = False  # True: no posterior noise and no likelihood bound.
-    supports_conditional: ClassVar[bool] = True
+    conditions: ClassVar[tuple[str, ...]] = CONDITIONS  # The condition kinds the family accepts.
+    supports_conditional: ClassVar[bool] = True  # False: the older spelling of conditions = ("none",).
 
     @classmethod
     def check(cls, config: Config) -> None:
@@ -114,8 +127,8 @@ class LatentModel:
         likelihood = likelihood_of(config)
         net, latent_dim, noise_dim = flat_net(config, spec, likelihood)
         return cls(net=net, likelihood=likelihood, spec=spec, latent_dim=latent_dim, noise_dim=noise_dim,
-                   conditional=config.model.conditional, convolutional=not config.model.arch.startswith("mlp"),
-                   **cls.options(config))
+                   conditioning=conditioning_of(config, spec),
+                   convolutional=not config.model.arch.startswith("mlp"), **cls.options(config))
 
     @classmethod
     def options(cls, config: Config) -> dict[str, Any]:
@@ -140,17 +153,28 @@ class LatentModel:
         """Size of the N(0, I) draws that ``decode`` turns into prior samples (the code)."""
         return self.latent_dim
 
-    def condition(self, labels: jax.Array | None) -> jax.Array | None:
-        """One-hot (B, num_classes) for a conditional model, else None."""
-        if not self.conditional:
-            return None
-        if labels is None:
-            raise ValueError(f"the conditional {self.name} needs the batch's labels")
-        return jax.nn.one_hot(labels, self.spec.num_classes)
+    @property
+    def conditional(self) -> bool:
+        """Whether the model is conditioned on anything (the label or x_low)."""
+        return self.conditioning.active
+
+    def given(self, x: jax.Array, labels: jax.Array | None = None) -> jax.Array | None:
+        """The condition of images x (B, H, W, C) in [0, 1] with labels (B,) or None: the labels,
+        x_low (B, H/F, W/F, C), or None (``Conditioning.given``)."""
+        return self.conditioning.given(x, labels)
+
+    def condition(self, given: jax.Array | None) -> jax.Array | None:
+        """The networks' input for a given: one-hot (B, num_classes) of labels, x_low, or None
+        for an unconditional model."""
+        return self.conditioning.net_input(given, self.name)
+
+    def batch_condition(self, batch: dict) -> jax.Array | None:
+        """The networks' condition of a model batch: from its clean image ``x`` and its labels."""
+        return self.condition(self.given(batch["x"], batch.get("label")))
 
     def init(self, rng: jax.Array) -> Params:
         x = jnp.zeros((1, *self.spec.image_shape), jnp.float32)
-        cond = jnp.zeros((1, self.spec.num_classes)) if self.conditional else None
+        cond = self.condition(self.conditioning.placeholder(1))
         return self.net.init(rng, x, jnp.zeros((1, self.noise_dim)), cond)["params"]
 
     def noise(self, keys: jax.Array) -> jax.Array:
@@ -162,7 +186,7 @@ class LatentModel:
     def forward(self, params: Params, batch: dict, keys: jax.Array) -> dict[str, jax.Array]:
         """The training pass: ``recon`` = -log p(x|z) (B,), ``kl_per_unit`` (B, U) and ``code`` (B, latent_dim)."""
         out, kl_per_unit, code = self.net.apply({"params": params}, batch["x_in"], self.noise(keys),
-                                                self.condition(batch.get("label")))
+                                                self.batch_condition(batch))
         return {"recon": -self.likelihood.log_prob(out, batch["x"]), "kl_per_unit": kl_per_unit, "code": code}
 
     def eval_terms(self, params: Params, batch: dict, keys: jax.Array) -> dict[str, jax.Array]:
@@ -196,12 +220,15 @@ class LatentModel:
         return self.likelihood.log_prob(out, x[:, None]) + log_ratio
 
     def encode(self, params: Params, x: jax.Array, labels: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-        """Float input (B, H, W, C) -> q(z|x) mean and logvar of the code, each (B, latent_dim)."""
-        return self.net.apply({"params": params}, x, self.condition(labels), method=type(self.net).encode)
+        """Float input (B, H, W, C) -> q(z|x) mean and logvar of the code, each (B, latent_dim),
+        under the condition ``given(x, labels)``."""
+        return self.net.apply({"params": params}, x, self.condition(self.given(x, labels)),
+                              method=type(self.net).encode)
 
-    def decode(self, params: Params, v: jax.Array, labels: jax.Array | None = None) -> jax.Array:
-        """Prior draws or codes (B, prior_dim) -> mean images (B, H, W, C) in [0, 1]."""
-        out = self.net.apply({"params": params}, v, self.condition(labels), method=type(self.net).decode)
+    def decode(self, params: Params, v: jax.Array, given: jax.Array | None = None) -> jax.Array:
+        """Prior draws or codes (B, prior_dim) -> mean images (B, H, W, C) in [0, 1], under the
+        condition ``given`` (labels (B,) or x_low (B, H/F, W/F, C); None if unconditional)."""
+        out = self.net.apply({"params": params}, v, self.condition(given), method=type(self.net).decode)
         return self.likelihood.mean(out)
 
     def prior_draws(self, params: Params, rng: jax.Array, num_samples: int,

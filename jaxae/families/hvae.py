@@ -33,7 +33,7 @@ from jaxae.nets.hierarchical import HierarchicalNet, HVAEArch, group_temperature
 @dataclasses.dataclass(frozen=True)
 class HVAE(VAE):
     name = "hvae"
-    supports_conditional = False
+    conditions = ("none",)
 
     @classmethod
     def check(cls, config: Config) -> None:

@@ -35,7 +35,7 @@ class IWAE(LatentModel):
     def importance_log_weights(self, params: Params, batch: dict, keys: jax.Array) -> jax.Array:
         """The training batch's log-weights (B, samples_per_example), nats (``log_weights``)."""
         return self.log_weights(params, batch["x"], keys, self.samples_per_example,
-                                cond=self.condition(batch.get("label")), x_in=batch["x_in"])
+                                cond=self.batch_condition(batch), x_in=batch["x_in"])
 
     def bound_loss(self, params: Params, batch: dict, keys: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         """The objective on the importance weights: (scalar loss, extra scalars to log)."""

@@ -4,7 +4,7 @@
   KL(q || p), one reparameterised sample, the KL in closed form.
 - ``beta_vae`` (Higgins et al. 2017): the same with the KL weighted by ``beta``.
 - ``cvae`` (Sohn et al. 2015): the same, conditioned on the class label (``--conditional``
-  on any family does the same).
+  on any family does the same; ``--condition lowres`` conditions on a low-resolution image).
 
 Settings: ``beta``; ``kl_warmup_steps`` (the KL weight rises linearly from 0 to beta);
 ``free_bits`` (nats per latent unit below which the batch-averaged KL of that unit is
@@ -52,6 +52,7 @@ class ConditionalVAE(VAE):
     """``cvae``: the VAE with ``conditional`` always on."""
 
     name = "cvae"
+    conditions = ("none", "label")  # Always the label (--condition lowres is vae's).
 
     @classmethod
     def build(cls, config, spec):

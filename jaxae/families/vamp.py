@@ -84,7 +84,7 @@ class VAMP(LatentModel):
 
     name = "vamp"
     settings = ("vamp_components", "kl_warmup_steps")
-    supports_conditional = False
+    conditions = ("none",)
 
     @classmethod
     def check(cls, config: Config) -> None:

@@ -119,7 +119,7 @@ class VQVAE(LatentModel):
     name = "vqvae"
     settings = ("codebook_size", "commitment", "pixelcnn_layers", "pixelcnn_channels")
     deterministic = True
-    supports_conditional = False
+    conditions = ("none",)
 
     @classmethod
     def check(cls, config: Config) -> None:
@@ -209,9 +209,10 @@ class VQVAE(LatentModel):
         code = self.net.apply({"params": params}, x, method=VQNet.quantized).reshape(x.shape[0], -1)
         return code, jnp.full_like(code, -jnp.inf)
 
-    def decode(self, params: Params, v: jax.Array, labels: jax.Array | None = None) -> jax.Array:
-        """Flattened grids of code vectors (B, h w D) -> mean images (B, H, W, C) in [0, 1]."""
-        del labels
+    def decode(self, params: Params, v: jax.Array, given: jax.Array | None = None) -> jax.Array:
+        """Flattened grids of code vectors (B, h w D) -> mean images (B, H, W, C) in [0, 1]
+        (unconditional: ``given`` is None)."""
+        del given
         out = self.net.apply({"params": params}, v.reshape(v.shape[0], *self.grid, -1), method=VQNet.decode)
         return self.likelihood.mean(out)
 

@@ -46,6 +46,19 @@ class ResidualBlock(nn.Module):
         return x + nn.Conv(x.shape[-1], (3, 3), dtype=self.dtype)(act(h))
 
 
+def spatial(cond: jax.Array | None) -> bool:
+    """Whether a condition is an image (B, h, w, C), which conv nets take as channels, rather
+    than a vector (B, K) they append to the dense layer's input."""
+    return cond is not None and cond.ndim == 4
+
+
+def with_channels(h: jax.Array, cond: jax.Array) -> jax.Array:
+    """(B, H, W, D) features and an image condition (B, h, w, C) -> (B, H, W, D + C): the
+    condition resized (nearest) to H x W, mapped to [-1, 1] as the inputs are, appended as channels."""
+    resized = jax.image.resize(cond, (cond.shape[0], *h.shape[1:3], cond.shape[3]), "nearest")
+    return jnp.concatenate([h, (2.0 * resized - 1.0).astype(h.dtype)], axis=-1)
+
+
 def _stage_conv(h: jax.Array, width: int, act, residual: bool, activation: str, dtype: Any) -> jax.Array:
     """The stride-1 part of a stage: a 3x3 conv + act, or a residual block after a width change."""
     if not residual:
@@ -55,31 +68,31 @@ def _stage_conv(h: jax.Array, width: int, act, residual: bool, activation: str, 
     return ResidualBlock(activation, dtype)(h)
 
 
-def _down_stages(x: jax.Array, channels: Sequence[int], act, residual: bool, activation: str,
+def _down_stages(h: jax.Array, channels: Sequence[int], act, residual: bool, activation: str,
                  dtype: Any) -> jax.Array:
-    """Images (B, H, W, C) in [0, 1] -> features (B, H / 2^S, W / 2^S, channels[-1]): per stage a
-    stride-1 conv (:func:`_stage_conv`) then a 4x4 stride-2 conv, each followed by ``act``."""
-    h = (2.0 * x - 1.0).astype(dtype)
+    """Features (B, H, W, F) -> (B, H / 2^S, W / 2^S, channels[-1]): per stage a stride-1 conv
+    (:func:`_stage_conv`) then a 4x4 stride-2 conv, each followed by ``act``."""
     for width in channels:
         h = _stage_conv(h, width, act, residual, activation, dtype)
         h = act(nn.Conv(width, (4, 4), strides=(2, 2), dtype=dtype)(h))
     return h
 
 
-def _up_stages(h: jax.Array, channels: Sequence[int], out_channels: int, act, residual: bool, activation: str,
-               dtype: Any) -> jax.Array:
-    """Features (B, h, w, F) -> float32 outputs (B, 2^S h, 2^S w, out_channels): per stage a 3x3
-    conv, depth-to-space 2x (:func:`upsample2x`) and a stride-1 conv, then a 3x3 output conv."""
+def _up_stages(h: jax.Array, channels: Sequence[int], act, residual: bool, activation: str, dtype: Any) -> jax.Array:
+    """Features (B, h, w, F) -> (B, 2^S h, 2^S w, channels[-1]): per stage a 3x3 conv, depth-to-space
+    2x (:func:`upsample2x`) and a stride-1 conv (:func:`_stage_conv`)."""
     for width_out in channels:
         h = act(upsample2x(nn.Conv(4 * width_out, (3, 3), dtype=dtype)(h)))
         h = _stage_conv(h, width_out, act, residual, activation, dtype)
-    return widen(nn.Conv(out_channels, (3, 3), dtype=dtype)(h), dtype)
+    return h
 
 
 class ConvEncoder(nn.Module):
-    """(B, H, W, C) in [0, 1] and optional condition (B, K) -> (mean, logvar), each (B, latent_dim).
+    """(B, H, W, C) in [0, 1] and optional condition -> (mean, logvar), each (B, latent_dim).
 
-    Each stage: 3x3 conv stride 1 then 4x4 conv stride 2 (activation), halving H and W.
+    Each stage: 3x3 conv stride 1 then 4x4 conv stride 2 (activation), halving H and W. A
+    vector condition (B, K) is appended to the dense layer's input; an image condition
+    (B, h, w, C) in [0, 1] to the input image as channels (:func:`with_channels`).
     """
 
     channels: Sequence[int]
@@ -91,9 +104,12 @@ class ConvEncoder(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         act = getattr(nn, self.activation)
-        h = _down_stages(x, self.channels, act, self.residual, self.activation, self.dtype)
+        h = (2.0 * x - 1.0).astype(self.dtype)
+        if spatial(cond):
+            h = with_channels(h, cond)
+        h = _down_stages(h, self.channels, act, self.residual, self.activation, self.dtype)
         h = h.reshape(h.shape[0], -1)
-        if cond is not None:
+        if cond is not None and not spatial(cond):
             h = jnp.concatenate([h, cond.astype(h.dtype)], axis=-1)
         h = act(nn.Dense(DENSE_WIDTH, dtype=self.dtype)(h))
         stats = widen(nn.Dense(2 * self.latent_dim, dtype=self.dtype)(h), self.dtype)
@@ -102,8 +118,10 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """(B, latent_dim) -> (B, *out_shape); mirrors :class:`ConvEncoder`, upsampling each stage
-    2x with a 3x3 conv and depth-to-space (:func:`upsample2x`)."""
+    """(B, latent_dim) and optional condition -> (B, *out_shape); mirrors :class:`ConvEncoder`,
+    upsampling each stage 2x with a 3x3 conv and depth-to-space (:func:`upsample2x`). A vector
+    condition (B, K) is appended to the latent; an image condition (B, h, w, C) enters as
+    channels at the first stage's resolution and again before the last conv, at full size."""
 
     channels: Sequence[int]
     out_shape: tuple[int, int, int]
@@ -117,10 +135,16 @@ class ConvDecoder(nn.Module):
         stride = 2 ** len(self.channels)
         height, width = self.out_shape[0] // stride, self.out_shape[1] // stride
         dense = lambda n: nn.Dense(n, dtype=self.dtype)  # noqa: E731
-        h = act(dense(DENSE_WIDTH)(z if cond is None else jnp.concatenate([z, cond], axis=-1)))
+        vector = cond is not None and not spatial(cond)
+        h = act(dense(DENSE_WIDTH)(jnp.concatenate([z, cond], axis=-1) if vector else z))
         h = act(dense(height * width * self.channels[0])(h))
         h = h.reshape(z.shape[0], height, width, self.channels[0])
-        return _up_stages(h, self.channels, self.out_shape[2], act, self.residual, self.activation, self.dtype)
+        if spatial(cond):
+            h = with_channels(h, cond)
+        h = _up_stages(h, self.channels, act, self.residual, self.activation, self.dtype)
+        if spatial(cond):
+            h = with_channels(h, cond)
+        return widen(nn.Conv(self.out_shape[2], (3, 3), dtype=self.dtype)(h), self.dtype)
 
 
 class GridEncoder(ConvEncoder):
@@ -131,13 +155,14 @@ class GridEncoder(ConvEncoder):
     def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         if cond is not None:
             raise ValueError("GridEncoder takes no condition")
-        h = _down_stages(x, self.channels, getattr(nn, self.activation), self.residual, self.activation, self.dtype)
+        h = _down_stages((2.0 * x - 1.0).astype(self.dtype), self.channels, getattr(nn, self.activation),
+                         self.residual, self.activation, self.dtype)
         return widen(nn.Conv(self.latent_dim, (1, 1), dtype=self.dtype)(h), self.dtype)
 
 
 class GridDecoder(ConvDecoder):
     """A grid of code vectors (B, h, w, D) -> (B, *out_shape): a 3x3 conv to channels[0], then
-    :class:`ConvDecoder`'s upsampling stages."""
+    :class:`ConvDecoder`'s upsampling stages and output conv."""
 
     @nn.compact
     def __call__(self, z: jax.Array, cond: jax.Array | None = None) -> jax.Array:
@@ -145,4 +170,5 @@ class GridDecoder(ConvDecoder):
             raise ValueError("GridDecoder takes no condition")
         act = getattr(nn, self.activation)
         h = act(nn.Conv(self.channels[0], (3, 3), dtype=self.dtype)(z))
-        return _up_stages(h, self.channels, self.out_shape[2], act, self.residual, self.activation, self.dtype)
+        h = _up_stages(h, self.channels, act, self.residual, self.activation, self.dtype)
+        return widen(nn.Conv(self.out_shape[2], (3, 3), dtype=self.dtype)(h), self.dtype)

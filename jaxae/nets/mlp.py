@@ -31,8 +31,16 @@ def widen(x: jax.Array, dtype: Any) -> jax.Array:
     checks) it is returned unchanged."""
     return x if dtype is None else x.astype(jnp.float32)
 
+def with_condition(h: jax.Array, cond: jax.Array | None) -> jax.Array:
+    """(B, D) features and an optional condition (B, ...) -> (B, D + K): the condition
+    flattened to K numbers per example and appended."""
+    return h if cond is None else jnp.concatenate([h, cond.reshape(cond.shape[0], -1).astype(h.dtype)], axis=-1)
+
+
 class MLPEncoder(nn.Module):
-    """(B, H, W, C) in [0, 1] and optional condition (B, K) -> (mean, logvar), each (B, latent_dim)."""
+    """(B, H, W, C) in [0, 1] and optional condition (B, ...) -> (mean, logvar), each (B, latent_dim).
+    The condition (a one-hot label (B, K) or an image (B, h, w, C)) is flattened and appended
+    to the input."""
 
     hidden_dims: Sequence[int]
     latent_dim: int
@@ -42,9 +50,7 @@ class MLPEncoder(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         act = getattr(nn, self.activation)
-        h = x.reshape(x.shape[0], -1)
-        if cond is not None:
-            h = jnp.concatenate([h, cond], axis=-1)
+        h = with_condition(x.reshape(x.shape[0], -1), cond)
         for width in self.hidden_dims:
             h = act(nn.Dense(width, dtype=self.dtype)(h))
         stats = widen(nn.Dense(2 * self.latent_dim, dtype=self.dtype)(h), self.dtype)
@@ -53,7 +59,8 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """(B, latent_dim) and optional condition (B, K) -> (B, *out_shape) likelihood parameters."""
+    """(B, latent_dim) and optional condition (B, ...), flattened and appended to the latent ->
+    (B, *out_shape) likelihood parameters."""
 
     hidden_dims: Sequence[int]
     out_shape: tuple[int, int, int]
@@ -63,7 +70,7 @@ class MLPDecoder(nn.Module):
     @nn.compact
     def __call__(self, z: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         act = getattr(nn, self.activation)
-        h = z if cond is None else jnp.concatenate([z, cond], axis=-1)
+        h = with_condition(z, cond)
         for width in self.hidden_dims:
             h = act(nn.Dense(width, dtype=self.dtype)(h))
         out = widen(nn.Dense(math.prod(self.out_shape), dtype=self.dtype)(h), self.dtype)

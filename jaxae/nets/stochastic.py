@@ -11,7 +11,8 @@ same four methods, which the families (jaxae.families) use:
   (B, S, ...), log p(z) - log q(z|x) (B, S)): the importance-sampling pass.
 - ``encode(x, cond)`` -> (mean, logvar) of the top-level code; ``decode(z, cond)``.
 
-``cond`` is an optional (B, K) conditioning vector (the one-hot label).
+``cond`` is an optional condition (jaxae.conditioning): the one-hot label (B, K) or the
+low-resolution image (B, h, w, C); the encoder and decoder decide how to take it.
 """
 
 from __future__ import annotations

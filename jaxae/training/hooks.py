@@ -10,7 +10,6 @@ import json
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxae import distributed, evaluation, images, inputs, io, priors, sampling, tensorboard
@@ -87,18 +86,16 @@ def encode_all(model, params, images_: jax.Array, labels: jax.Array | None, batc
 
 def fit_prior(model, params, train_images, train_labels, num_components: int, seed: int, workdir: str):
     """Fits the density of the training codes (jaxae.priors) and saves it as prior.npz."""
-    fitted = priors.fit(encode_all(model, params, train_images, train_labels if model.conditional else None),
-                        num_components, seed)
+    fitted = priors.fit(encode_all(model, params, train_images, train_labels), num_components, seed)
     if distributed.is_primary():
         priors.save(workdir, fitted)
     return fitted
 
 
-def grid_labels(model, num: int) -> jax.Array | None:
-    """Labels for a sample grid of a conditional model: rows of 8 cycling through the classes."""
-    if not model.conditional:
-        return None
-    return (jnp.arange(num) // 8) % model.spec.num_classes
+def grid_given(model, test_images: jax.Array, num: int) -> jax.Array | None:
+    """The conditions of a sample grid in rows of 8 (``Conditioning.grid``): the classes in
+    turn, or the low-res versions of the first test images, one per row; None if unconditional."""
+    return model.conditioning.grid(num, inputs.scaled(test_images, model.spec), 8)
 
 
 def write_images(model, params, test_images: jax.Array, test_labels: jax.Array | None, rng: jax.Array,
@@ -107,12 +104,12 @@ def write_images(model, params, test_images: jax.Array, test_labels: jax.Array |
     a family without one) and reconstructions.png (rows of test inputs above their
     reconstructions; 8 per row, fewer when the test split has fewer than 8 images)."""
     samples = np.asarray(sampling.sample_prior(model, params, rng, NUM_GRID_SAMPLES, 1.0,
-                                               grid_labels(model, NUM_GRID_SAMPLES),
+                                               grid_given(model, test_images, NUM_GRID_SAMPLES),
                                                None if model.has_prior else prior))
     count = min(NUM_GRID_RECONSTRUCTIONS, test_images.shape[0])
     cols = min(8, count)
     shown = test_images[:count - count % cols]
-    labels = None if test_labels is None or not model.conditional else test_labels[:shown.shape[0]]
+    labels = None if test_labels is None else test_labels[:shown.shape[0]]
     recons = sampling.reconstruct(model, params, shown, labels)
     pairs = np.asarray(sampling.interleave_rows(inputs.scaled(shown, model.spec), recons, cols))
     if not distributed.is_primary():  # Every process computes (the arrays span all devices); process 0 writes.

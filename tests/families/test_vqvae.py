@@ -202,6 +202,8 @@ def test_vqvae_config_rules():
         make_model(Config.create(**dict(TINY, model="vae")), BINARY)
     with pytest.raises(ConfigError, match="--conditional is not available for --model vqvae"):
         make_model(Config.create(conditional=True, **TINY), BINARY)
+    with pytest.raises(ConfigError, match="--condition lowres is not available for --model vqvae"):
+        make_model(Config.create(condition="lowres", **TINY), BINARY)
     model = make_model(Config.create(model="vqvae", arch="conv"), InputSpec(image_shape=(28, 28, 1), num_classes=10,
                                                                           mode="binary"))
     assert isinstance(model, VQVAE) and model.grid == (7, 7) and model.latent_dim == 7 * 7 * 16
