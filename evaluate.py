@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     args.split = args.split or (card.split if card else "test")
     if args.iwae_samples is None:
         args.iwae_samples = card.iwae_samples if card else 5000
+    if not model.bound:  # No importance-sampled bound (evaluation skips it): say k=0.
+        args.iwae_samples = 0
     overrides = {k: getattr(args, k) for k in ("data_dir", "manual_dir") if getattr(args, k) is not None}
     config = config.replace(**overrides)
     builder = distributed.primary_first(lambda: data.prepared_builder(config.data), "prepare_dataset")
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         parts.append(f"nll_iwae(k={args.iwae_samples}) {result['nll_iwae']:.2f} nats "
                      f"({result['bpd_iwae']:.4f} bits/dim)")
     parts.append(f"recon {result['recon']:.2f}")
+    parts += [f"{name} {value:.4f}" for name, value in result.items() if name.endswith("_bpd")]  # A family's parts.
     if "kl" in result:
         parts.append(f"kl {result['kl']:.2f}")
     parts += [f"mse {result['mse']:.2f}", f"active units {result['active_units']}/{model.latent_dim}",

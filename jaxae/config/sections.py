@@ -135,6 +135,11 @@ class ObjectiveConfig:
     draw_read_size: int = _f(2, "N of DRAW's N x N read glimpse, >= 2, with --draw_attention (the paper: 2 on MNIST)")
     draw_write_size: int = _f(5, "N of DRAW's N x N write patch, >= 2, with --draw_attention (the paper: 5 on "
                               "MNIST)")
+    codebook_size: int = _f(128, "K of the VQ-VAE: codebook entries, each a --latent_dim vector, that the encoder's "
+                            "grid of codes is quantized to (vqvae)")
+    commitment: float = _f(0.25, "VQ-VAE commitment weight beta of ||z_e - sg[e]||^2 (vqvae)")
+    pixelcnn_layers: int = _f(6, "gated layers of the PixelCNN prior over the VQ-VAE's code grid (vqvae)")
+    pixelcnn_channels: int = _f(64, "channels of the PixelCNN prior over the VQ-VAE's code grid (vqvae)")
 
 
 @dataclasses.dataclass(frozen=True)

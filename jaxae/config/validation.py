@@ -6,6 +6,7 @@ from jaxae.config.schema import FIELD_TYPES, FIELDS, FLAGS, RESUMABLE, Config
 from jaxae.config.sections import DEFAULT_LOWRES_FACTOR, burda_epochs
 from jaxae.errors import ConfigError
 
+MAX_CODEBOOK = 1 << 16  # --codebook_size: the prior's logits have one channel per entry.
 MAX_IMAGE_SIZE = 4096  # --image_size: larger sides are surely a typo (a 4096^2 RGB image is 48 MiB as uint8).
 
 
@@ -52,7 +53,7 @@ def validate(config: Config) -> Config:
             _choice(flag, config.flat()[flag], field.metadata["choices"])
     if not m.family:
         raise ConfigError("--model must name a model family")
-    for name in ("beta", "free_bits", "code_l2", "mmd_weight", "decoder_reg"):
+    for name in ("beta", "free_bits", "code_l2", "mmd_weight", "decoder_reg", "commitment"):
         if not getattr(o, name) >= 0:
             raise ConfigError(f"--{name} must be >= 0, got {getattr(o, name)}")
     for name, value in (("kl_warmup_steps", o.kl_warmup_steps), ("latent_mixture", m.latent_mixture),
@@ -79,6 +80,10 @@ def validate(config: Config) -> Config:
     for name in ("draw_read_size", "draw_write_size"):
         if getattr(o, name) < 2:
             raise ConfigError(f"--{name} must be >= 2 (an N x N grid of filters), got {getattr(o, name)}")
+    if not 2 <= o.codebook_size <= MAX_CODEBOOK:
+        raise ConfigError(f"--codebook_size must be in 2..{MAX_CODEBOOK}, got {o.codebook_size}")
+    _positive("pixelcnn_layers", o.pixelcnn_layers)
+    _positive("pixelcnn_channels", o.pixelcnn_channels)
     if not 0.0 <= o.ciwae_beta <= 1.0:
         raise ConfigError(f"--ciwae_beta must be in [0, 1], got {o.ciwae_beta}")
     if d.input_noise != "none" and not 0 < d.noise_level <= (10.0 if d.input_noise == "gaussian" else 1.0):

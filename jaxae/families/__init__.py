@@ -27,6 +27,7 @@ from jaxae.families.piwae import PIWAE
 from jaxae.families.rae import RAEGP, RAEL2
 from jaxae.families.two_stage import TwoStage
 from jaxae.families.vamp import VAMP
+from jaxae.families.vqvae import VQVAE
 from jaxae.families.wae import WAE
 from jaxae.families.vae import VAE, ConditionalVAE
 
@@ -48,6 +49,7 @@ REGISTRY: dict[str, type] = {
     "rae_l2": RAEL2,
     "rae_gp": RAEGP,
     "draw": DRAW,
+    "vqvae": VQVAE,
 }
 
 
@@ -95,5 +97,5 @@ def make_model(config: Config, spec: InputSpec) -> LatentModel:
 
 
 __all__ = ["AE", "CIWAE", "DRAW", "HVAE", "IAF", "IWAE", "MIWAE", "InfoVAE", "PIWAE", "RAEGP", "RAEL2",
-           "REGISTRY", "TwoStage", "VAE", "VAMP", "WAE", "ConditionalVAE", "LatentModel", "check_config",
+           "REGISTRY", "TwoStage", "VAE", "VAMP", "VQVAE", "WAE", "ConditionalVAE", "LatentModel", "check_config",
            "family_class", "make_model", "register"]

@@ -149,7 +149,9 @@ class LatentModel:
 
     @property
     def bound(self) -> bool:
-        """Whether the family has a likelihood bound (NELBO, IWAE)."""
+        """Whether the family has an importance-sampled likelihood bound (IWAE, from
+        ``log_weights``) that evaluation computes; False when it has no bound, or when the
+        bound would equal the NELBO of its ``eval_terms`` (a one-hot posterior)."""
         return not self.deterministic
 
     @property

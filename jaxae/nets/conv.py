@@ -68,6 +68,25 @@ def _stage_conv(h: jax.Array, width: int, act, residual: bool, activation: str, 
     return ResidualBlock(activation, dtype)(h)
 
 
+def _down_stages(h: jax.Array, channels: Sequence[int], act, residual: bool, activation: str,
+                 dtype: Any) -> jax.Array:
+    """Features (B, H, W, F) -> (B, H / 2^S, W / 2^S, channels[-1]): per stage a stride-1 conv
+    (:func:`_stage_conv`) then a 4x4 stride-2 conv, each followed by ``act``."""
+    for width in channels:
+        h = _stage_conv(h, width, act, residual, activation, dtype)
+        h = act(nn.Conv(width, (4, 4), strides=(2, 2), dtype=dtype)(h))
+    return h
+
+
+def _up_stages(h: jax.Array, channels: Sequence[int], act, residual: bool, activation: str, dtype: Any) -> jax.Array:
+    """Features (B, h, w, F) -> (B, 2^S h, 2^S w, channels[-1]): per stage a 3x3 conv, depth-to-space
+    2x (:func:`upsample2x`) and a stride-1 conv (:func:`_stage_conv`)."""
+    for width_out in channels:
+        h = act(upsample2x(nn.Conv(4 * width_out, (3, 3), dtype=dtype)(h)))
+        h = _stage_conv(h, width_out, act, residual, activation, dtype)
+    return h
+
+
 class ConvEncoder(nn.Module):
     """(B, H, W, C) in [0, 1] and optional condition -> (mean, logvar), each (B, latent_dim).
 
@@ -88,9 +107,7 @@ class ConvEncoder(nn.Module):
         h = (2.0 * x - 1.0).astype(self.dtype)
         if spatial(cond):
             h = with_channels(h, cond)
-        for width in self.channels:
-            h = _stage_conv(h, width, act, self.residual, self.activation, self.dtype)
-            h = act(nn.Conv(width, (4, 4), strides=(2, 2), dtype=self.dtype)(h))
+        h = _down_stages(h, self.channels, act, self.residual, self.activation, self.dtype)
         h = h.reshape(h.shape[0], -1)
         if cond is not None and not spatial(cond):
             h = jnp.concatenate([h, cond.astype(h.dtype)], axis=-1)
@@ -124,9 +141,34 @@ class ConvDecoder(nn.Module):
         h = h.reshape(z.shape[0], height, width, self.channels[0])
         if spatial(cond):
             h = with_channels(h, cond)
-        for width_out in self.channels:
-            h = act(upsample2x(nn.Conv(4 * width_out, (3, 3), dtype=self.dtype)(h)))
-            h = _stage_conv(h, width_out, act, self.residual, self.activation, self.dtype)
+        h = _up_stages(h, self.channels, act, self.residual, self.activation, self.dtype)
         if spatial(cond):
             h = with_channels(h, cond)
+        return widen(nn.Conv(self.out_shape[2], (3, 3), dtype=self.dtype)(h), self.dtype)
+
+
+class GridEncoder(ConvEncoder):
+    """(B, H, W, C) in [0, 1] -> a grid of code vectors (B, H / 2^S, W / 2^S, latent_dim), S =
+    len(channels): :class:`ConvEncoder`'s stages, then a 1x1 conv (no dense bottleneck)."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> jax.Array:
+        if cond is not None:
+            raise ValueError("GridEncoder takes no condition")
+        h = _down_stages((2.0 * x - 1.0).astype(self.dtype), self.channels, getattr(nn, self.activation),
+                         self.residual, self.activation, self.dtype)
+        return widen(nn.Conv(self.latent_dim, (1, 1), dtype=self.dtype)(h), self.dtype)
+
+
+class GridDecoder(ConvDecoder):
+    """A grid of code vectors (B, h, w, D) -> (B, *out_shape): a 3x3 conv to channels[0], then
+    :class:`ConvDecoder`'s upsampling stages and output conv."""
+
+    @nn.compact
+    def __call__(self, z: jax.Array, cond: jax.Array | None = None) -> jax.Array:
+        if cond is not None:
+            raise ValueError("GridDecoder takes no condition")
+        act = getattr(nn, self.activation)
+        h = act(nn.Conv(self.channels[0], (3, 3), dtype=self.dtype)(z))
+        h = _up_stages(h, self.channels, act, self.residual, self.activation, self.dtype)
         return widen(nn.Conv(self.out_shape[2], (3, 3), dtype=self.dtype)(h), self.dtype)

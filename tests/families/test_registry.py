@@ -37,10 +37,12 @@ class ReconOnly(LatentModel):
 
 @pytest.mark.parametrize("name", sorted(families.REGISTRY))
 def test_every_registered_name_builds_and_scores(name):
-    arch = {"hvae": "hvae_mnist"}.get(name, "mlp")
+    arch = {"hvae": "hvae_mnist", "vqvae": "conv"}.get(name, "mlp")
     # draw's networks are LSTMs: it refuses --hidden_dims away from the default.
     required = {"rae_l2": {"decoder_reg": 1e-3}, "rae_gp": {"decoder_reg": 1e-3},
-                "draw": {"hidden_dims": ModelConfig().hidden_dims, "draw_steps": 2, "draw_lstm": 8}}.get(name, {})
+                "draw": {"hidden_dims": ModelConfig().hidden_dims, "draw_steps": 2, "draw_lstm": 8},
+                "vqvae": {"channels": (4,), "codebook_size": 4, "pixelcnn_layers": 1, "pixelcnn_channels": 4}
+                }.get(name, {})
     config = families.check_config(Config.create(**{"model": name, "arch": arch, "hidden_dims": (8,), "latent_dim": 2,
                                                     **required}))
     model = families.make_model(config, SPEC)
