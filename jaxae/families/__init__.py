@@ -16,6 +16,7 @@ from jaxae.data import InputSpec
 from jaxae.errors import ConfigError
 from jaxae.families.ae import AE
 from jaxae.families.base import LatentModel
+from jaxae.families.btcvae import BetaTCVAE
 from jaxae.families.ciwae import CIWAE
 from jaxae.families.hvae import HVAE
 from jaxae.families.infovae import InfoVAE
@@ -40,6 +41,7 @@ REGISTRY: dict[str, type] = {
     "vamp": VAMP,
     "wae": WAE,
     "infovae": InfoVAE,
+    "btcvae": BetaTCVAE,
     "rae_l2": RAEL2,
     "rae_gp": RAEGP,
 }
@@ -86,5 +88,5 @@ def make_model(config: Config, spec: InputSpec) -> LatentModel:
     return model
 
 
-__all__ = ["AE", "CIWAE", "HVAE", "IWAE", "MIWAE", "InfoVAE", "PIWAE", "RAEGP", "RAEL2", "REGISTRY", "VAE",
+__all__ = ["AE", "BetaTCVAE", "CIWAE", "HVAE", "IWAE", "MIWAE", "InfoVAE", "PIWAE", "RAEGP", "RAEL2", "REGISTRY", "VAE",
            "VAMP", "WAE", "ConditionalVAE", "LatentModel", "check_config", "family_class", "make_model", "register"]
