@@ -102,6 +102,12 @@ def tc_decomposition(z: jax.Array, mean: jax.Array, logvar: jax.Array, dataset_s
     eq. 4 and its appendix): log q(z_i) ~ logsumexp_j log q(z_i|x_j) - log(N B), and
     log q(z_id) ~ logsumexp_j log q(z_id|x_j) - log(N B), j over the batch (i included). The
     three sum to log q(z_i|x_i) - log p(z_i), the one-sample estimate of KL(q(z|x_i) || p(z)).
+
+    MWS weights every batch member 1/(N B), so its log q(z) is the batch's log-mean-exp less
+    log N: next to the batch-mean estimates, mi is raised by log N, tc by (D - 1) log N and
+    dwkl lowered by D log N. The offsets are constants (no gradient) and cancel in the sum,
+    but the logged terms are not the true MI, TC and KL (e.g. tc ~ (D - 1) log N when the
+    latents are independent).
     """
     batch = z.shape[0]
     log_q_dims = dist.gaussian_log_prob(z[:, None, :], mean[None, :, :], logvar[None, :, :])  # (B_i, B_j, D)

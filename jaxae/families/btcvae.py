@@ -14,7 +14,8 @@ stratified variant is not implemented) with the training split's size N, taken f
 input spec (``InputSpec.num_train``; when that is unknown, 0, the batch is taken as the data
 set, N = B). ``--tc_weight`` is not ``--beta``: beta-VAE's beta weights the whole KL, this
 one only the total correlation. q(z|x) is the VAE's, so evaluation reports its NELBO and
-IWAE bound; one stochastic layer. Logged: ``mi``, ``tc``, ``dwkl`` (nats, batch means).
+IWAE bound; one stochastic layer. Logged: ``mi``, ``tc``, ``dwkl`` (nats, batch means), with
+MWS's constant offsets (+log N, +(D - 1) log N, -D log N; see ``objectives.tc_decomposition``).
 """
 
 from __future__ import annotations
