@@ -1,6 +1,7 @@
 """Evaluate a trained model on a split: NELBO, IWAE bound, bits/dim, reconstruction, active units
 (for a conditional model, bounds on -log p(x | c); for one conditioned on a low-resolution image
-x_low, the PSNR of its super-resolved images and of bicubic and nearest upsampling of x_low).
+x_low, the PSNR of its super-resolved images and of bicubic and nearest upsampling of x_low), and
+the mutual information gap (mig) when the dataset provides factors of variation (e.g. shapes).
 
     python evaluate.py --workdir runs/default --split test --iwae_samples 5000
     python evaluate.py --pretrained NAME --num_images 100     # a model shipped with jaxae
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     split = data.load_split(builder, args.split, config.data.image_size)
     images = split.images[:args.num_images]
     labels = None if split.labels is None else split.labels[:args.num_images]
+    factors = None if split.factors is None else split.factors[:args.num_images]
     if args.batch_size % jax.device_count():
         raise ConfigError(f"--batch_size {args.batch_size} must be divisible by the {jax.device_count()} devices")
     primary = distributed.is_primary()  # Every process evaluates its rows of each batch; process 0 reports.
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         source = f"pretrained {args.pretrained}" if card else f"step {step} of {args.workdir}"
         print(f"jaxae: evaluating {source} on {len(images)} {config.data.dataset}/{args.split} "
               f"images with IWAE k={args.iwae_samples} on {jax.device_count()} {jax.default_backend()} device(s)")
-    result = evaluation.evaluate_full(model, params, images, inputs.eval_key(), labels=labels,
+    result = evaluation.evaluate_full(model, params, images, inputs.eval_key(), labels=labels, factors=factors,
                                       iwae_samples=args.iwae_samples, batch_size=args.batch_size, chunk=args.chunk,
                                       progress=not args.no_progress and primary)
     result.update(step=step, split=args.split, dataset=config.data.dataset, input_mode=model.spec.mode,
@@ -115,8 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     parts += [f"{name} {value:.4f}" for name, value in result.items() if name.endswith("_bpd")]  # A family's parts.
     if "kl" in result:
         parts.append(f"kl {result['kl']:.2f}")
-    parts += [f"mse {result['mse']:.2f}", f"active units {result['active_units']}/{model.latent_dim}",
-              f"{result['images_per_sec']:.1f} images/s"]
+    parts += [f"mse {result['mse']:.2f}", f"active units {result['active_units']}/{model.latent_dim}"]
+    if "mig" in result:
+        parts.append(f"mig {result['mig']:.3f}")
+    parts.append(f"{result['images_per_sec']:.1f} images/s")
     summary = ", ".join(parts)
     if "achieved_flops_per_sec" in result:
         summary += f", {result['achieved_flops_per_sec'] / 1e9:.1f} GFLOP/s"

@@ -46,11 +46,15 @@ class InputSpec:
     image_shape: (H, W, C). num_classes: label count (0 when unlabeled).
     mode: ``binary`` (data is {0, 1}), ``dynamic`` (Bernoulli draw from k / 255),
     ``grey`` (k / 255), or ``dequantize`` ((k + u) / 256, u ~ U[0, 1)).
+    num_train: images in the training split (0: unknown), for objectives that need the
+    data set's size N (btcvae's estimate of q(z)); it does not change how images enter
+    the model, so it takes no part in equality.
     """
 
     image_shape: tuple[int, int, int]
     num_classes: int
     mode: str
+    num_train: int = dataclasses.field(default=0, compare=False)
 
     def __post_init__(self):
         shape = self.image_shape
@@ -59,6 +63,8 @@ class InputSpec:
                               f"1..{MAX_SIDE}")
         if not isinstance(self.num_classes, int) or not 0 <= self.num_classes <= MAX_CLASSES:
             raise ConfigError(f"num_classes {self.num_classes!r} must be in 0..{MAX_CLASSES}")
+        if not isinstance(self.num_train, int) or self.num_train < 0:
+            raise ConfigError(f"num_train {self.num_train!r} must be a non-negative integer")
         if self.mode not in INPUT_MODES:
             raise ConfigError(f"input mode {self.mode!r} must be one of {', '.join(INPUT_MODES)}")
 
@@ -69,10 +75,13 @@ class InputSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    """A whole split in host memory. images: uint8 (N, H, W, C); labels: int32 (N,) or None."""
+    """A whole split in host memory. images: uint8 (N, H, W, C); labels: int32 (N,) or None;
+    factors: int (N, F), the known factors of variation of a dataset that has them (the
+    TFDS feature or .npz array ``factors``, e.g. ``shapes``), else None."""
 
     images: np.ndarray
     labels: np.ndarray | None
+    factors: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -90,7 +99,7 @@ def _tfds():
         pass
     import tensorflow_datasets as tfds
 
-    import jaxae.datasets  # noqa: F401  (registers mnist_5k and cifar10_binary)
+    import jaxae.datasets  # noqa: F401  (registers mnist_5k, cifar10_binary and shapes)
 
     return tfds
 
@@ -103,7 +112,7 @@ class ArraySource:
     """A dataset stored as one ``.npz`` file (``--dataset path/to/data.npz``), for machines
     without TensorFlow or data that is not in TFDS. The file holds ``<split>_images``
     uint8 (N, H, W, C) per split, optionally ``<split>_labels`` int (N,) and
-    ``num_classes`` (scalar). :func:`save_npz` writes one from any loaded splits."""
+    ``num_classes`` (scalar) and ``<split>_factors`` int (N, F). :func:`save_npz` writes one from any loaded splits."""
 
     path: str
     splits: tuple[str, ...]
@@ -158,9 +167,11 @@ class ArraySource:
                   for b in (start, stop)]
         images = arrays[f"{name}_images"][bounds[0]:bounds[1]]
         labels = arrays[f"{name}_labels"][bounds[0]:bounds[1]] if f"{name}_labels" in arrays else None
+        factors = arrays[f"{name}_factors"][bounds[0]:bounds[1]] if f"{name}_factors" in arrays else None
         if not len(images):
             raise ConfigError(f"split {split!r} of {self.name!r} is empty")
-        return Split(images=np.ascontiguousarray(images), labels=None if labels is None else labels.astype(np.int32))
+        return Split(images=np.ascontiguousarray(images), labels=None if labels is None else labels.astype(np.int32),
+                     factors=factors)
 
 
 def save_npz(path: str, splits: dict[str, Split], num_classes: int) -> None:
@@ -170,6 +181,8 @@ def save_npz(path: str, splits: dict[str, Split], num_classes: int) -> None:
         arrays[f"{name}_images"] = split.images
         if split.labels is not None:
             arrays[f"{name}_labels"] = split.labels
+        if split.factors is not None:
+            arrays[f"{name}_factors"] = split.factors
     with io.atomic_path(path, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
 
@@ -189,7 +202,8 @@ def prepared_builder(config: DataConfig):
     except tfds.core.registered.DatasetNotFoundError:
         raise ConfigError(
             f"--dataset {config.dataset!r} is not a TFDS dataset, an .npz file or a folder; use a name from "
-            "tfds.list_builders(), e.g. mnist_5k (embedded), mnist, binarized_mnist, fashion_mnist, cifar10, "
+            "tfds.list_builders(), e.g. mnist_5k (embedded), shapes (generated), mnist, binarized_mnist, "
+            "fashion_mnist, cifar10, "
             "or cifar10_binary (CIFAR-10 from the extracted official binary release in --manual_dir), or a "
             "folder holding train/ and test/ image folders"
         ) from None
@@ -281,17 +295,21 @@ def load_split(builder, split: str, image_size: int | None = None, max_bytes: in
     if image_size is None:
         tfds = _tfds()
         arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
-        labels = arrays.get("label")
+        labels, factors = arrays.get("label"), arrays.get("factors")
         return Split(images=np.asarray(arrays["image"], np.uint8),
-                     labels=None if labels is None else np.asarray(labels, np.int32))
-    # Fitted batch by batch, so that only the fitted split is held whole (e.g. celeb_a at 64 x 64).
+                     labels=None if labels is None else np.asarray(labels, np.int32),
+                     factors=None if factors is None else np.asarray(factors))
+    # Fitted batch by batch, so that only the fitted split is held whole (e.g. celeb_a at 64 x 64);
+    # factors of variation are not carried through the fitting.
     batches = list(iter_split(builder, split, image_size))
     labels = [b for _, b in batches if b is not None]
     return Split(images=np.concatenate([b for b, _ in batches]), labels=np.concatenate(labels) if labels else None)
 
 
-def input_spec(data: DataConfig, model: ModelConfig, builder, train: Split) -> InputSpec:
-    """Decides how images are scored from the data, the likelihood and the binarization setting."""
+def input_spec(data: DataConfig, model: ModelConfig, builder, train: Split, num_train: int | None = None
+               ) -> InputSpec:
+    """Decides how images are scored from the data, the likelihood and the binarization setting.
+    num_train: the training split's size when ``train`` is only part of it (default len(train))."""
     image_shape = tuple(int(d) for d in train.images.shape[1:])  # After any --image_size.
     if isinstance(builder, ArraySource):
         num_classes = builder.num_classes
@@ -307,4 +325,5 @@ def input_spec(data: DataConfig, model: ModelConfig, builder, train: Split) -> I
         mode = "dequantize"
     else:
         mode = "dynamic" if data.binarize == "dynamic" else "grey"
-    return InputSpec(image_shape=image_shape, num_classes=num_classes, mode=mode)
+    return InputSpec(image_shape=image_shape, num_classes=num_classes, mode=mode,
+                     num_train=len(train) if num_train is None else num_train)

@@ -1,8 +1,8 @@
 """Diagonal Gaussians: log-density and the closed-form KL that every model uses.
 
 Shapes: ``diag_gaussian_log_prob`` and ``standard_normal_log_prob`` act on the last axis
-and reduce it, (..., D) -> (...); ``gaussian_kl`` is elementwise (no reduction), so a
-caller sums it over whatever axes make up one latent unit or group.
+and reduce it, (..., D) -> (...); ``gaussian_log_prob`` and ``gaussian_kl`` are elementwise
+(no reduction), so a caller sums them over whatever axes make up one latent unit or group.
 """
 
 from __future__ import annotations
@@ -15,9 +15,14 @@ import jax.numpy as jnp
 LOG_2PI = math.log(2.0 * math.pi)
 
 
+def gaussian_log_prob(x: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
+    """log N(x; mean, exp(logvar)), elementwise (shapes broadcast; nothing is reduced)."""
+    return -0.5 * (LOG_2PI + logvar + jnp.square(x - mean) * jnp.exp(-logvar))
+
+
 def diag_gaussian_log_prob(x: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
     """log N(x; mean, diag(exp(logvar))), summed over the last axis. (..., D) -> (...)."""
-    return -0.5 * jnp.sum(LOG_2PI + logvar + jnp.square(x - mean) * jnp.exp(-logvar), axis=-1)
+    return jnp.sum(gaussian_log_prob(x, mean, logvar), axis=-1)
 
 
 def standard_normal_log_prob(x: jax.Array) -> jax.Array:

@@ -11,6 +11,8 @@ Conventions (as in Burda et al. 2015 and the VAE literature):
   depend on the batch size; its binarization (or dequantization) is the same for both
   bounds. The evaluation key is fixed (``inputs.eval_key``), independent of the run's seed.
 - ``active_units``: latent dims u with Var_x(E_q[z_u | x]) > 0.01 (Burda et al.).
+- ``mig``: when the data provides its factors of variation, the mutual information gap of
+  the posterior means E_q[z | x] (jaxae.disentanglement).
 """
 
 from __future__ import annotations
@@ -143,18 +145,19 @@ def largest_divisor_at_most(n: int, limit: int) -> int:
 
 
 def evaluate_full(model, params, images: np.ndarray, rng: jax.Array, *, labels: np.ndarray | None = None,
-                  iwae_samples: int = 5000, batch_size: int = 100, chunk: int = 500,
-                  progress: bool = False) -> dict:
+                  factors: np.ndarray | None = None, iwae_samples: int = 5000, batch_size: int = 100,
+                  chunk: int = 500, progress: bool = False) -> dict:
     """Everything the literature reports for a split of uint8 ``images`` (N, H, W, C).
 
     Returns ``nelbo``, ``recon``, ``kl``, ``nll_iwae`` (k = ``iwae_samples``; skipped when
     0) in nats per image, ``bpd`` and ``bpd_iwae``, ``mse`` (squared error of the
     reconstruction from the posterior mean, per image), ``active_units``,
     ``kl_per_unit`` (list), plus ``num_images``, ``iwae_samples``, ``seconds`` and
-    ``images_per_sec``. For a conditional model the bounds are on -log p(x | c), c named
-    by ``conditional_on`` ('' when unconditional); a model conditioned on a low-res image
-    adds the PSNRs of :func:`_full_eval_batch`. Batches are sharded over all devices (of every process, each
-    of which must call this with the same arguments). For a family without a bound
+    ``images_per_sec``; ``mig`` when ``factors`` (int (N, K), the images' known factors of
+    variation) are given and the code has two or more dimensions. For a conditional model the
+    bounds are on -log p(x | c), c named by ``conditional_on`` ('' when unconditional); a model
+    conditioned on a low-res image adds the PSNRs of :func:`_full_eval_batch`. Batches are sharded
+    over all devices (of every process, each of which must call this with the same arguments). For a family without a bound
     (``ae``) only ``loss``, ``recon``, ``mse`` and ``active_units`` apply.
     """
     num = len(images)
@@ -194,7 +197,12 @@ def evaluate_full(model, params, images: np.ndarray, rng: jax.Array, *, labels: 
     if iwae_samples:
         result["nll_iwae"] = -result.pop("log_px_iwae")
         result["bpd_iwae"] = bits_per_dim(result["nll_iwae"], model.spec.num_dims)
-    variances = np.var(np.concatenate(means), axis=0)
+    means = np.concatenate(means)
+    variances = np.var(means, axis=0)
+    if factors is not None and means.shape[1] >= 2:
+        from jaxae import disentanglement
+
+        result["mig"] = disentanglement.mig(means, factors)
     result.update(conditional_on=model.conditioning.describe(),
                   active_units=int(np.sum(variances > ACTIVE_UNIT_THRESHOLD)), num_images=num,
                   iwae_samples=iwae_samples, seconds=seconds, images_per_sec=num / seconds)

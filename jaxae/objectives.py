@@ -12,6 +12,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from jaxae import distributions as dist
+
 
 def kl_weight(step: jax.Array | int, beta: float, warmup_steps: int) -> jax.Array:
     """beta, ramped linearly from 0 over the first ``warmup_steps`` steps (0: no ramp)."""
@@ -84,6 +86,37 @@ def mmd_imq(x: jax.Array, y: jax.Array, prior_var: float = 1.0) -> jax.Array:
     off_diagonal = 1.0 - jnp.eye(n)
     within = jnp.sum((imq_kernel(x, x, scale) + imq_kernel(y, y, scale)) * off_diagonal) / (n * (n - 1))
     return within - 2.0 * jnp.mean(imq_kernel(x, y, scale))
+
+
+def tc_decomposition(z: jax.Array, mean: jax.Array, logvar: jax.Array, dataset_size: int
+                     ) -> dict[str, jax.Array]:
+    """The KL term of the ELBO split as in beta-TCVAE (Chen et al. 2018), per example (B,) in nats:
+
+        mi   = log q(z_i|x_i) - log q(z_i)               (index-code mutual information)
+        tc   = log q(z_i) - sum_d log q(z_id)            (total correlation)
+        dwkl = sum_d log q(z_id) - log p(z_i)            (dimension-wise KL, p = N(0, I))
+
+    for z_i ~ q(z|x_i) = N(mean_i, diag exp(logvar_i)), z, mean, logvar (B, D). The aggregate
+    posterior q(z) = (1/N) sum_n q(z|x_n) of a data set of N = ``dataset_size`` images and its
+    marginals q(z_d) are estimated on the batch by minibatch-weighted sampling (the paper's
+    eq. 4 and its appendix): log q(z_i) ~ logsumexp_j log q(z_i|x_j) - log(N B), and
+    log q(z_id) ~ logsumexp_j log q(z_id|x_j) - log(N B), j over the batch (i included). The
+    three sum to log q(z_i|x_i) - log p(z_i), the one-sample estimate of KL(q(z|x_i) || p(z)).
+
+    MWS weights every batch member 1/(N B), so its log q(z) is the batch's log-mean-exp less
+    log N: next to the batch-mean estimates, mi is raised by log N, tc by (D - 1) log N and
+    dwkl lowered by D log N. The offsets are constants (no gradient) and cancel in the sum,
+    but the logged terms are not the true MI, TC and KL (e.g. tc ~ (D - 1) log N when the
+    latents are independent).
+    """
+    batch = z.shape[0]
+    log_q_dims = dist.gaussian_log_prob(z[:, None, :], mean[None, :, :], logvar[None, :, :])  # (B_i, B_j, D)
+    log_nb = math.log(dataset_size * batch)
+    log_qz = jax.nn.logsumexp(jnp.sum(log_q_dims, axis=-1), axis=1) - log_nb
+    log_prod_qzd = jnp.sum(jax.nn.logsumexp(log_q_dims, axis=1) - log_nb, axis=-1)
+    log_qz_x = dist.diag_gaussian_log_prob(z, mean, logvar)
+    log_pz = dist.standard_normal_log_prob(z)
+    return {"mi": log_qz_x - log_qz, "tc": log_qz - log_prod_qzd, "dwkl": log_prod_qzd - log_pz}
 
 
 def autoencoder_loss(recon: jax.Array, code: jax.Array, code_l2: float = 0.0) -> jax.Array:

@@ -89,7 +89,7 @@ def save_input_spec(workdir: str, spec: InputSpec) -> None:
     """Records how the data entered the model, so the model can be rebuilt without the data."""
     io.write_text(os.path.join(workdir, INPUT_SPEC_FILE),
                   json.dumps({"image_shape": list(spec.image_shape), "num_classes": spec.num_classes,
-                              "mode": spec.mode}))
+                              "mode": spec.mode, "num_train": spec.num_train}))
 
 
 def load_input_spec(workdir: str) -> InputSpec:
@@ -98,7 +98,8 @@ def load_input_spec(workdir: str) -> InputSpec:
         with open(path) as f:
             d = json.load(f)
         return InputSpec(image_shape=tuple(int(v) for v in d["image_shape"]),
-                         num_classes=int(d["num_classes"]), mode=str(d["mode"]))
+                         num_classes=int(d["num_classes"]), mode=str(d["mode"]),
+                         num_train=int(d.get("num_train", 0)))  # Absent in runs before it was recorded.
     except ConfigError as e:
         raise ConfigError(f"{path!r} is not a valid input spec: {e}") from None
     except (OSError, ValueError, KeyError, TypeError) as e:

@@ -157,6 +157,7 @@ def test_bad_settings_are_one_line_errors(changes, message):
     ({"beta": -1.0}, "--beta must be >= 0, got -1.0"),
     ({"free_bits": -0.5}, "--free_bits must be >= 0, got -0.5"),
     ({"code_l2": -1.0}, "--code_l2 must be >= 0, got -1.0"),
+    ({"tc_weight": -1.0}, "--tc_weight must be >= 0, got -1.0"),
     ({"kl_warmup_steps": -1}, "--kl_warmup_steps must be >= 0, got -1"),
     ({"latent_mixture": -1}, "--latent_mixture must be >= 0, got -1"),
     ({"warmup_steps": -1}, "--warmup_steps must be >= 0, got -1"),

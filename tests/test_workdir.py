@@ -69,11 +69,13 @@ def test_missing_or_broken_config_is_a_one_line_error(tmp_path):
 
 
 def test_input_spec_round_trip_and_errors(tmp_path):
-    spec = InputSpec(image_shape=(32, 32, 3), num_classes=0, mode="dequantize")
+    spec = InputSpec(image_shape=(32, 32, 3), num_classes=0, mode="dequantize", num_train=50000)
     workdir.save_input_spec(str(tmp_path), spec)
     assert json.loads((tmp_path / workdir.INPUT_SPEC_FILE).read_text()) == \
-        {"image_shape": [32, 32, 3], "num_classes": 0, "mode": "dequantize"}
-    assert workdir.load_input_spec(str(tmp_path)) == spec
+        {"image_shape": [32, 32, 3], "num_classes": 0, "mode": "dequantize", "num_train": 50000}
+    assert workdir.load_input_spec(str(tmp_path)) == spec and workdir.load_input_spec(str(tmp_path)).num_train == 50000
+    (tmp_path / workdir.INPUT_SPEC_FILE).write_text('{"image_shape": [32, 32, 3], "num_classes": 0, "mode": "grey"}')
+    assert workdir.load_input_spec(str(tmp_path)).num_train == 0  # Written before num_train was recorded.
     assert sorted(os.listdir(tmp_path)) == ["input_spec.json"]  # No temporary file left.
     (tmp_path / workdir.INPUT_SPEC_FILE).write_text('{"image_shape": [28, 28, 1]}')
     with pytest.raises(ConfigError, match=r"^cannot read .*input_spec.json' \(KeyError: 'num_classes'\); "

@@ -38,8 +38,9 @@ def _f(default: Any, help: str, choices: tuple[str, ...] | None = None, flag: st
 class DataConfig:
     """What is read and how it becomes model input (augmentation and corruption included)."""
 
-    dataset: str = _f("mnist_5k", "TFDS image dataset name (mnist_5k is embedded and offline), a .npz file, "
-                      "or a folder of images with train/ and test/ (optionally validation/) subfolders")
+    dataset: str = _f("mnist_5k", "TFDS image dataset name (mnist_5k is embedded and offline; shapes, "
+                      "dSprites-like with known factors, is generated offline), a .npz file, or a folder of "
+                      "images with train/ and test/ (optionally validation/) subfolders")
     data_dir: str | None = _f(None, "TFDS data directory (default: TFDS's own); also where image folders are "
                               "cached once decoded (default: ~/.cache/jaxae)", resumable=True)
     manual_dir: str | None = _f(None, "folder with the dataset's downloaded source files, to prepare it offline",
@@ -124,6 +125,8 @@ class ObjectiveConfig:
                            "(two_stage; 0: half of --steps)")
     stage2_hidden: int = _f(256, "units of each of the two hidden layers of the stage-2 VAE's MLPs (two_stage)")
     mmd_weight: float = _f(10.0, "weight of MMD(q(z), p(z)) in the loss (wae: lambda; infovae: alpha + lambda - 1)")
+    tc_weight: float = _f(6.0, "beta of beta-TCVAE: weight of the total correlation of q(z) in the loss, the "
+                          "index-code MI and dimension-wise KL keeping weight 1 (btcvae; 1 = the ELBO)")
     code_l2: float = _f(0.0, "L2 penalty on the code: weight of ||z||^2 (ae, rae_l2, rae_gp: beta/2 of the RAE)")
     decoder_reg: float = _f(0.0, "weight of the RAE's decoder regulariser, > 0: squared L2 norm of the decoder's "
                             "parameters (rae_l2) or squared norm of the decoder's Jacobian at the code (rae_gp)")

@@ -53,7 +53,7 @@ def validate(config: Config) -> Config:
             _choice(flag, config.flat()[flag], field.metadata["choices"])
     if not m.family:
         raise ConfigError("--model must name a model family")
-    for name in ("beta", "free_bits", "code_l2", "mmd_weight", "decoder_reg", "commitment"):
+    for name in ("beta", "free_bits", "code_l2", "mmd_weight", "decoder_reg", "commitment", "tc_weight"):
         if not getattr(o, name) >= 0:
             raise ConfigError(f"--{name} must be >= 0, got {getattr(o, name)}")
     for name, value in (("kl_warmup_steps", o.kl_warmup_steps), ("latent_mixture", m.latent_mixture),

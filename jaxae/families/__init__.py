@@ -16,6 +16,7 @@ from jaxae.data import InputSpec
 from jaxae.errors import ConfigError
 from jaxae.families.ae import AE
 from jaxae.families.base import LatentModel
+from jaxae.families.btcvae import BetaTCVAE
 from jaxae.families.ciwae import CIWAE
 from jaxae.families.draw import DRAW
 from jaxae.families.hvae import HVAE
@@ -46,6 +47,7 @@ REGISTRY: dict[str, type] = {
     "two_stage": TwoStage,
     "wae": WAE,
     "infovae": InfoVAE,
+    "btcvae": BetaTCVAE,
     "rae_l2": RAEL2,
     "rae_gp": RAEGP,
     "draw": DRAW,
@@ -96,6 +98,6 @@ def make_model(config: Config, spec: InputSpec) -> LatentModel:
     return model
 
 
-__all__ = ["AE", "CIWAE", "DRAW", "HVAE", "IAF", "IWAE", "MIWAE", "InfoVAE", "PIWAE", "RAEGP", "RAEL2",
-           "REGISTRY", "TwoStage", "VAE", "VAMP", "VQVAE", "WAE", "ConditionalVAE", "LatentModel", "check_config",
-           "family_class", "make_model", "register"]
+__all__ = ["AE", "BetaTCVAE", "CIWAE", "DRAW", "HVAE", "IAF", "IWAE", "MIWAE", "InfoVAE", "PIWAE", "RAEGP",
+           "RAEL2", "REGISTRY", "TwoStage", "VAE", "VAMP", "VQVAE", "WAE", "ConditionalVAE", "LatentModel",
+           "check_config", "family_class", "make_model", "register"]

@@ -201,6 +201,13 @@ class LatentModel:
                                                 self.batch_condition(batch))
         return {"recon": -self.likelihood.log_prob(out, batch["x"]), "kl_per_unit": kl_per_unit, "code": code}
 
+    def posterior_sample(self, params: Params, batch: dict, keys: jax.Array
+                         ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(z, mean, logvar), each (B, latent_dim): z ~ q(z|x_in) = N(mean, diag exp(logvar))
+        with the training pass's noise (``noise(keys)``); one stochastic layer."""
+        mean, logvar = self.encode(params, batch["x_in"], batch.get("label"))
+        return mean + jnp.exp(0.5 * logvar) * self.noise(keys), mean, logvar
+
     def eval_terms(self, params: Params, batch: dict, keys: jax.Array) -> dict[str, jax.Array]:
         """Per-example evaluation terms (B,) in nats: ``nelbo``, ``recon``, ``kl``, and
         ``kl_per_unit`` (B, U)."""

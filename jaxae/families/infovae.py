@@ -42,16 +42,11 @@ class InfoVAE(LatentModel):
         if config.model.stochastic_layers != 1:
             raise ConfigError("--model infovae has one stochastic layer; leave --stochastic_layers at 1")
 
-    def posterior_sample(self, params: Params, batch: dict, keys: jax.Array) -> jax.Array:
-        """z ~ q(z|x_in) with the training pass's noise (``noise(keys)``), (B, latent_dim)."""
-        mean, logvar = self.encode(params, batch["x_in"], batch.get("label"))
-        return mean + jnp.exp(0.5 * logvar) * self.noise(keys)
-
     def loss(self, params: Params, batch: dict, keys: jax.Array, step: jax.Array | int = 0
              ) -> tuple[jax.Array, dict[str, jax.Array]]:
         terms = self.forward(params, batch, keys)
         recon, kl_per_unit = terms["recon"], terms["kl_per_unit"]
-        mmd = objectives.mmd_imq(self.posterior_sample(params, batch, keys), self.example_prior_draws(params, keys))
+        mmd = objectives.mmd_imq(self.posterior_sample(params, batch, keys)[0], self.example_prior_draws(params, keys))
         loss = objectives.elbo_loss(recon, kl_per_unit, self.beta) + self.mmd_weight * mmd
         kl = jnp.sum(kl_per_unit, axis=-1)
         return loss, {"nelbo": jnp.mean(recon + kl), "recon": jnp.mean(recon), "kl": jnp.mean(kl), "mmd": mmd,

@@ -191,7 +191,7 @@ def train_and_evaluate(config: Config, workdir: str, *, reset: bool = False,
     test_split = data.load_split(builder, d.eval_split, d.image_size, limit)
     if run.batch_size > num_train:
         raise ConfigError(f"--batch_size {run.batch_size} exceeds the {num_train} training images")
-    spec = data.input_spec(d, config.model, builder, train_split)
+    spec = data.input_spec(d, config.model, builder, train_split, num_train)
     model = families.make_model(config, spec)
     check_model_size(model)
     steps_per_epoch = num_train // run.batch_size

@@ -1,13 +1,14 @@
 """Shared by the family tests: random parameters away from the initialisation, tiny binary
 images, and a 2-step run through the training loop that then samples."""
 
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from conftest import random_like
-from jaxae import priors, sampling, workdir
+from jaxae import inputs, priors, sampling, workdir
 from jaxae.config import Config
 from jaxae.data import InputSpec
 from jaxae.training import train_and_evaluate
@@ -25,6 +26,18 @@ def random_params(model, seed: int, scale: float = 1.0):
 def binary_images(n: int, seed: int = 1) -> jax.Array:
     """float32 (n, 6, 6, 1) of zeros and ones."""
     return jnp.asarray(np.random.default_rng(seed).random((n, *SHAPE)) < 0.3, jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def posterior_pieces(models, params, x, keys):
+    """The training pass of one-stochastic-layer ``models`` (a tuple sharing ``params``) on binary
+    x, by hand: (mean, logvar, z, decoded z, [each model's loss]), z = mean + std * eps with eps
+    from each key's fold inputs.MODEL_FOLD."""
+    mean, logvar = models[0].encode(params, x)
+    eps = jax.vmap(lambda k: jax.random.normal(k, (mean.shape[1],)))(inputs.fold(keys, inputs.MODEL_FOLD))
+    z = mean + jnp.exp(0.5 * logvar) * eps
+    batch = {"x": x, "x_in": x}
+    return mean, logvar, z, models[0].decode(params, z), [m.loss(params, batch, keys) for m in models]
 
 
 def f64(tree):

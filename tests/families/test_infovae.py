@@ -1,14 +1,12 @@
 """InfoVAE (jaxae.families.infovae): loss = recon + beta KL + mmd_weight MMD^2(z ~ q, N(0, I)),
 by numpy at random parameters; beta 1 and mmd_weight 0 is the VAE's loss."""
 
-import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from family_helpers import (BINARY, binary_images, cross_entropy, f64, mmd_u_statistic, prior_draws, random_params,
-                            train_two_steps_and_sample)
+from family_helpers import (BINARY, binary_images, cross_entropy, f64, mmd_u_statistic, posterior_pieces, prior_draws,
+                            random_params, train_two_steps_and_sample)
 
 from jaxae import inputs
 from jaxae.config import Config
@@ -19,15 +17,6 @@ from jaxae.families.infovae import InfoVAE
 TINY = dict(model="infovae", hidden_dims=(16,), latent_dim=3)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def pieces(models, params, x, keys):
-    mean, logvar = models[0].encode(params, x)
-    eps = jax.vmap(lambda k: jax.random.normal(k, (3,)))(inputs.fold(keys, inputs.MODEL_FOLD))
-    z = mean + jnp.exp(0.5 * logvar) * eps
-    batch = {"x": x, "x_in": x}
-    return mean, logvar, z, models[0].decode(params, z), [m.loss(params, batch, keys) for m in models]
-
-
 def test_loss_by_numpy():
     models = (make_model(Config.create(beta=0.3, mmd_weight=40.0, **TINY), BINARY),
               make_model(Config.create(beta=1.0, mmd_weight=0.0, **TINY), BINARY),
@@ -35,7 +24,7 @@ def test_loss_by_numpy():
     assert isinstance(models[0], InfoVAE) and models[0].bound and (models[0].beta, models[0].mmd_weight) == (0.3, 40)
     params = random_params(models[0], seed=30)
     x, keys = binary_images(6, seed=31), inputs.example_keys(jax.random.key(32), 6)
-    mean, logvar, z, probs, losses = f64(pieces(models, params, x, keys))
+    mean, logvar, z, probs, losses = f64(posterior_pieces(models, params, x, keys))
     (loss, scalars), (vae_like, _), (vae_loss, _) = losses
     recon = cross_entropy(probs, x)
     kl = 0.5 * np.sum(np.exp(logvar) + mean**2 - 1 - logvar, axis=1)
