@@ -157,8 +157,8 @@ def evaluate_full(model, params, images: np.ndarray, rng: jax.Array, *, labels: 
     variation) are given and the code has two or more dimensions. For a conditional model the
     bounds are on -log p(x | c), c named by ``conditional_on`` ('' when unconditional); a model
     conditioned on a low-res image adds the PSNRs of :func:`_full_eval_batch`. Batches are sharded
-    over all devices (of every process, each of which must call this with the same arguments). For a family without a bound
-    (``ae``) only ``loss``, ``recon``, ``mse`` and ``active_units`` apply.
+    over all devices (of every process, each of which must call this with the same arguments).
+    For a family without a bound (``ae``) only ``loss``, ``recon``, ``mse`` and ``active_units`` apply.
     """
     num = len(images)
     if not model.bound:
