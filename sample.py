@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
         sharding, placed = on_devices(len(noisy))
         clean = sampling.reconstruct(model, placed, noisy if sharding is None else distributed.put(noisy, sharding))
         out = sampling.interleave_rows(inputs.scaled(noisy, model.spec), clean, 1) if len(noisy) == 1 else clean
-        num_cols = 1 if len(noisy) == 1 else 8
+        num_cols = min(8, len(noisy))
     else:
         prior_name = args.prior or ("standard" if model.has_prior else "fitted")
         prior = priors.load(folder) if prior_name == "fitted" else None
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
         sharding, placed = on_devices(num)
         out = sampling.sample_prior(model, placed, jax.random.key(args.seed), num,
                                     model.noise_scale(args.temperature), given, prior, sharding=sharding)
-        num_cols = per_class or 8
+        num_cols = per_class or min(8, num)
     out = np.asarray(out)
     shown = out
     if args.upscale is not None:  # Each row: the input, nearest-upsampled, then up to 8 samples.

@@ -7,6 +7,32 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+
+def _session_compilation_cache() -> None:
+    """One persistent XLA compilation cache for the whole session: the controller makes it
+    before it starts the xdist workers, which inherit it, as do the train.py/sample.py
+    processes the tests start. Many tests compile the same small programs (the same network
+    and shapes in another test, process or CLI); they load them instead. The size limit
+    makes JAX guard each entry with a file lock, so that concurrent processes never read
+    an entry another is still writing. A test that must compile afresh passes its own
+    environment."""
+    import importlib.util
+
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ or importlib.util.find_spec("filelock") is None:
+        return
+    import atexit
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="jaxae-tests-xla-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=path, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1",
+                      JAX_COMPILATION_CACHE_MAX_SIZE=str(8 << 30))
+
+
+_session_compilation_cache()
+
 import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

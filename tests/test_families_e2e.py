@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 from test_cli import call, one_line, save_digits_npz, start
 
 from jaxae.config import HVAE_PRESETS
@@ -136,6 +137,8 @@ def test_sample_py_modes(trained_families, tmp_path):
     code, _, err = call("sample.py", "--workdir", trained_families["ae"], "--num_samples", 4, "--output",
                         tmp_path / "a.png", "--save_array", tmp_path / "a.npy")
     assert code == 0 and np.load(tmp_path / "a.npy").shape == (4, 28, 28, 1), err
+    # Fewer than 8 images make one row of that many: (28 + 2) * n + 2 pixels wide, upscaled 2x.
+    assert Image.open(tmp_path / "a.png").size == (2 * (30 * 4 + 2), 2 * (30 + 2))
     # Denoising: a noisy .npy in, clean reconstructions out.
     noisy = np.clip(np.random.default_rng(0).random((3, 28, 28, 1)), 0, 1).astype(np.float32)
     np.save(tmp_path / "noisy.npy", noisy)
@@ -143,6 +146,7 @@ def test_sample_py_modes(trained_families, tmp_path):
                         "--output", tmp_path / "d.png", "--save_array", tmp_path / "d.npy")
     assert code == 0, err[-2000:]
     assert np.load(tmp_path / "d.npy").shape == (3, 28, 28, 1)
+    assert Image.open(tmp_path / "d.png").size == (2 * (30 * 3 + 2), 2 * (30 + 2))
 
 
 @pytest.mark.parametrize("args,message", [
