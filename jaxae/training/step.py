@@ -96,8 +96,11 @@ def make_train_step(model, optimizer: optax.GradientTransformation, preprocess: 
         apply = finite & (grad_norm <= skip_threshold) if skip_threshold else finite
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        trainable = model.trainable(state.params, state.step)
-        if trainable is not None:   # A family trained in stages freezes the others' parameters.
+        # A family trained in stages freezes the others' parameters; the hook is optional, as
+        # the step needs nothing but ``loss`` of any other model.
+        hook = getattr(model, "trainable", None)
+        trainable = None if hook is None else hook(state.params, state.step)
+        if trainable is not None:
             params = jax.tree.map(lambda new, old, t: jnp.where(t, new, old), params, state.params, trainable)
         keep = lambda new, old: jnp.where(apply, new, old)  # noqa: E731
         params = jax.tree.map(keep, params, state.params)
