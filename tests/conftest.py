@@ -6,6 +6,11 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# Compile without XLA's backend (LLVM) optimizations, here and in the CLI processes the tests
+# start: most tests compile small programs and run them for milliseconds, so optimizing the
+# code costs more than it saves (on CPU, about a second per random-number call site). A test
+# whose run time dominates is marked ``optimized`` (see _xla_optimizations below).
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 
 def _session_compilation_cache() -> None:
@@ -36,6 +41,25 @@ _session_compilation_cache()
 import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def _xla_optimizations(request, monkeypatch):
+    """A test marked ``optimized`` compiles with XLA's optimizations on (so do the processes it
+    starts): its programs run long enough (bfloat16 convolutions on CPU, tens of training
+    steps of a deep network) that unoptimized code would cost more than compiling it well."""
+    if request.node.get_closest_marker("optimized") is None:
+        yield
+        return
+    import jax
+
+    before = jax.config.jax_disable_most_optimizations
+    monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "0")
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)
 
 
 @pytest.fixture(scope="session")

@@ -267,6 +267,7 @@ def test_train_and_sample_on_a_folder_of_mixed_images(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 def test_hvae_64_trains_and_samples_on_a_folder_with_bfloat16_remat_and_grad_accum(tmp_path, monkeypatch):
     """train.py --dataset DIR --image_size 64 --model hvae --arch hvae_64 on 12 PNGs (70x80, resized
     and cropped to 64x64), in bfloat16 with --remat and --grad_accum 2 (batch 8 over the 4 test

@@ -327,6 +327,7 @@ def test_config_rules():
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 def test_short_training_on_real_digits_lowers_the_test_nelbo(mnist5k):
     """hvae_mnist, 40 steps of batch 32 on the embedded digits: the held-out NELBO (the first 100
     test digits, fixed binarization) falls far below the untrained model's (~800 nats)."""
