@@ -11,6 +11,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxae import distributions as dist
 
@@ -88,8 +89,36 @@ def mmd_imq(x: jax.Array, y: jax.Array, prior_var: float = 1.0) -> jax.Array:
     return within - 2.0 * jnp.mean(imq_kernel(x, y, scale))
 
 
-def tc_decomposition(z: jax.Array, mean: jax.Array, logvar: jax.Array, dataset_size: int
-                     ) -> dict[str, jax.Array]:
+TC_ESTIMATORS = ("mws", "mss")
+
+
+def tc_log_weights(batch: int, dataset_size: int, estimator: str = "mws") -> np.ndarray:
+    """log w (B_i, B_j), float64: the weight of batch member j in the estimate of q(z_i),
+    log q(z_i) ~ logsumexp_j [log q(z_i|x_j) + log w_ij] (Chen et al. 2018, appendix C).
+
+    mws (minibatch-weighted sampling): w_ij = 1 / (N B) for every j, N = ``dataset_size``.
+    mss (minibatch-stratified sampling), M = B - 1: w_ii = 1/N, w_i,i+1 (mod B) = (N - M) / (N M),
+    every other w_ij = 1/M; each row sums to 1. (The authors' code gives the last row's
+    (N - M) / (N M) to the row before it; here every row has the same form.) mss needs
+    B >= 2 and N >= B.
+    """
+    if estimator == "mws":
+        return np.full((batch, batch), -math.log(dataset_size * batch))
+    if estimator != "mss":
+        raise ValueError(f"estimator {estimator!r} is not one of {TC_ESTIMATORS}")
+    if batch < 2 or dataset_size < batch:
+        raise ValueError(f"mss needs a batch of 2 or more and a data set at least that large; got B = {batch}, "
+                         f"N = {dataset_size}")
+    m = batch - 1
+    weights = np.full((batch, batch), 1.0 / m)
+    rows = np.arange(batch)
+    weights[rows, rows] = 1.0 / dataset_size
+    weights[rows, (rows + 1) % batch] = (dataset_size - m) / (dataset_size * m)
+    return np.log(weights)
+
+
+def tc_decomposition(z: jax.Array, mean: jax.Array, logvar: jax.Array, dataset_size: int,
+                     estimator: str = "mws") -> dict[str, jax.Array]:
     """The KL term of the ELBO split as in beta-TCVAE (Chen et al. 2018), per example (B,) in nats:
 
         mi   = log q(z_i|x_i) - log q(z_i)               (index-code mutual information)
@@ -98,22 +127,23 @@ def tc_decomposition(z: jax.Array, mean: jax.Array, logvar: jax.Array, dataset_s
 
     for z_i ~ q(z|x_i) = N(mean_i, diag exp(logvar_i)), z, mean, logvar (B, D). The aggregate
     posterior q(z) = (1/N) sum_n q(z|x_n) of a data set of N = ``dataset_size`` images and its
-    marginals q(z_d) are estimated on the batch by minibatch-weighted sampling (the paper's
-    eq. 4 and its appendix): log q(z_i) ~ logsumexp_j log q(z_i|x_j) - log(N B), and
-    log q(z_id) ~ logsumexp_j log q(z_id|x_j) - log(N B), j over the batch (i included). The
-    three sum to log q(z_i|x_i) - log p(z_i), the one-sample estimate of KL(q(z|x_i) || p(z)).
+    marginals q(z_d) are estimated on the batch with the weights of :func:`tc_log_weights`:
+    log q(z_i) ~ logsumexp_j [log q(z_i|x_j) + log w_ij], log q(z_id) ~ logsumexp_j
+    [log q(z_id|x_j) + log w_ij], j over the batch (i included). The three sum to
+    log q(z_i|x_i) - log p(z_i), the one-sample estimate of KL(q(z|x_i) || p(z)).
 
-    MWS weights every batch member 1/(N B), so its log q(z) is the batch's log-mean-exp less
-    log N: next to the batch-mean estimates, mi is raised by log N, tc by (D - 1) log N and
-    dwkl lowered by D log N. The offsets are constants (no gradient) and cancel in the sum,
-    but the logged terms are not the true MI, TC and KL (e.g. tc ~ (D - 1) log N when the
-    latents are independent).
+    MWS (the paper's main text) weights every batch member 1/(N B), so its log q(z) is the
+    batch's log-mean-exp less log N: next to the batch-mean estimates, mi is raised by log N,
+    tc by (D - 1) log N and dwkl lowered by D log N. The offsets are constants (no gradient)
+    and cancel in the sum, but the logged terms are not the true MI, TC and KL (e.g.
+    tc ~ (D - 1) log N when the latents are independent). MSS's weights sum to 1 per row: no
+    offset (identical posteriors give mi = tc = 0 exactly).
     """
     batch = z.shape[0]
+    log_w = jnp.asarray(tc_log_weights(batch, dataset_size, estimator), z.dtype)      # (B_i, B_j)
     log_q_dims = dist.gaussian_log_prob(z[:, None, :], mean[None, :, :], logvar[None, :, :])  # (B_i, B_j, D)
-    log_nb = math.log(dataset_size * batch)
-    log_qz = jax.nn.logsumexp(jnp.sum(log_q_dims, axis=-1), axis=1) - log_nb
-    log_prod_qzd = jnp.sum(jax.nn.logsumexp(log_q_dims, axis=1) - log_nb, axis=-1)
+    log_qz = jax.nn.logsumexp(jnp.sum(log_q_dims, axis=-1) + log_w, axis=1)
+    log_prod_qzd = jnp.sum(jax.nn.logsumexp(log_q_dims + log_w[:, :, None], axis=1), axis=-1)
     log_qz_x = dist.diag_gaussian_log_prob(z, mean, logvar)
     log_pz = dist.standard_normal_log_prob(z)
     return {"mi": log_qz_x - log_qz, "tc": log_qz - log_prod_qzd, "dwkl": log_prod_qzd - log_pz}

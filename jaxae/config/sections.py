@@ -9,6 +9,7 @@ from typing import Any
 from jaxae.conditioning import CONDITIONS, DEFAULT_LOWRES_FACTOR
 from jaxae.likelihoods import LIKELIHOODS
 from jaxae.nets.hierarchical import PRESETS as HVAE_PRESETS
+from jaxae.objectives import TC_ESTIMATORS
 from jaxae.nets.mlp import PRESETS as MLP_PRESETS
 
 INPUT_NOISE = ("none", "flip", "gaussian", "mask")
@@ -127,6 +128,8 @@ class ObjectiveConfig:
     mmd_weight: float = _f(10.0, "weight of MMD(q(z), p(z)) in the loss (wae: lambda; infovae: alpha + lambda - 1)")
     tc_weight: float = _f(6.0, "beta of beta-TCVAE: weight of the total correlation of q(z) in the loss, the "
                           "index-code MI and dimension-wise KL keeping weight 1 (btcvae; 1 = the ELBO)")
+    tc_estimator: str = _f("mws", "btcvae's estimator of q(z) on the batch: mws, minibatch-weighted sampling (the "
+                           "paper's main text), or mss, minibatch-stratified sampling (its appendix)", TC_ESTIMATORS)
     code_l2: float = _f(0.0, "L2 penalty on the code: weight of ||z||^2 (ae, rae_l2, rae_gp: beta/2 of the RAE)")
     decoder_reg: float = _f(0.0, "weight of the RAE's decoder regulariser, > 0: squared L2 norm of the decoder's "
                             "parameters (rae_l2) or squared norm of the decoder's Jacobian at the code (rae_gp)")
