@@ -193,7 +193,8 @@ def test_two_processes_on_localhost_match_one_process_with_4_devices(digits_npz,
             assert "4 cpu device(s) in process 0 of 2" in results[0].stdout
             assert f"step {steps}/{steps}" in results[0].stdout
             # Silent. Gloo's C++ logs its connections to stdout, at times with a blank line.
-            printed = [line for line in results[1].stdout.splitlines() if line.strip() and not line.startswith("[Gloo]")]
+            printed = [line for line in results[1].stdout.splitlines()
+                       if line.strip() and not line.startswith("[Gloo]")]
             assert printed == []
     finally:
         for process in started:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxae import families, inputs, sampling, workdir
-from jaxae.config import Config, ModelConfig
+from jaxae.config import HVAE_PRESETS, Config, ModelConfig
 from jaxae.data import InputSpec
 from jaxae.errors import ConfigError
 from jaxae.families.base import LatentModel
@@ -37,8 +37,12 @@ class ReconOnly(LatentModel):
 
 
 @pytest.mark.parametrize("name", sorted(families.REGISTRY))
-def test_every_registered_name_builds_and_scores(name):
+def test_every_registered_name_builds_and_scores(name, monkeypatch):
     arch = {"hvae": "hvae_mnist", "vqvae": "conv"}.get(name, "mlp")
+    # hvae_mnist with one block and group per stage (this process only): test_families_e2e
+    # trains the whole preset through train.py.
+    monkeypatch.setitem(HVAE_PRESETS, "hvae_mnist", dict(
+        HVAE_PRESETS["hvae_mnist"], stages=tuple((res, 1, 1) for res, _, _ in HVAE_PRESETS["hvae_mnist"]["stages"])))
     # draw's networks are LSTMs: it refuses --hidden_dims away from the default.
     required = {"rae_l2": {"decoder_reg": 1e-3}, "rae_gp": {"decoder_reg": 1e-3},
                 "draw": {"hidden_dims": ModelConfig().hidden_dims, "draw_steps": 2, "draw_lstm": 8},
