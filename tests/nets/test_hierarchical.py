@@ -311,7 +311,7 @@ def test_memory_benchmark_plans_less_with_remat_and_with_grad_accum():
     script = (
         "import json, sys; sys.path.insert(0, 'benchmarks'); import memory\n"
         "memory.HVAE_PRESETS['hvae_t'] = {'width': 16, 'bottleneck': 8, 'zdim': 2, "
-        "'stages': ((16, 2, 2), (8, 2, 2), (1, 1, 1))}\n"
+        "'stages': ((16, 1, 2), (8, 1, 1), (1, 1, 1))}\n"
         "rows = [memory.planned_memory('hvae_t', 16, 'float32', r, k)\n"
         "        for r, k in ((False, 1), (True, 1), (False, 2))]\n"
         "print(json.dumps(rows))\n")
