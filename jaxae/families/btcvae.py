@@ -30,7 +30,6 @@ import jax.numpy as jnp
 from jaxae import objectives
 from jaxae.config import Config
 from jaxae.data import InputSpec
-from jaxae.errors import ConfigError
 from jaxae.families.base import LatentModel, Params
 
 
@@ -42,12 +41,7 @@ class BetaTCVAE(LatentModel):
 
     name = "btcvae"
     settings = ("tc_weight", "tc_estimator")
-
-    @classmethod
-    def check(cls, config: Config) -> None:
-        super().check(config)
-        if config.model.stochastic_layers != 1:
-            raise ConfigError("--model btcvae has one stochastic layer; leave --stochastic_layers at 1")
+    two_layers = False
 
     @classmethod
     def build(cls, config: Config, spec: InputSpec) -> "BetaTCVAE":

@@ -23,8 +23,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxae import objectives
-from jaxae.config import Config
-from jaxae.errors import ConfigError
 from jaxae.families.base import LatentModel, Params
 
 
@@ -35,12 +33,7 @@ class InfoVAE(LatentModel):
 
     name = "infovae"
     settings = ("beta", "mmd_weight")
-
-    @classmethod
-    def check(cls, config: Config) -> None:
-        super().check(config)
-        if config.model.stochastic_layers != 1:
-            raise ConfigError("--model infovae has one stochastic layer; leave --stochastic_layers at 1")
+    two_layers = False
 
     def loss(self, params: Params, batch: dict, keys: jax.Array, step: jax.Array | int = 0
              ) -> tuple[jax.Array, dict[str, jax.Array]]:
