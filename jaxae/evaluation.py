@@ -123,10 +123,12 @@ def evaluate(model, params, images: jax.Array | np.ndarray, rng: jax.Array, batc
     """Mean per-example metrics of ``model.per_example`` over all ``images`` (uint8 (N, H, W, C)).
 
     ``labels`` (int (N,)) are needed by conditional models. The last batch is padded and
-    masked. Returns nats per image (``nelbo``, ``recon``, ``kl``; ``loss`` and ``recon``
-    for ``ae``) and ``bpd`` = nelbo in bits/dim. Used by the training loop (fast, no IWAE).
+    masked; a split smaller than ``batch_size`` is one batch of its own size (not padded up to
+    ``batch_size``). Returns nats per image (``nelbo``, ``recon``, ``kl``; ``loss`` and
+    ``recon`` for ``ae``) and ``bpd`` = nelbo in bits/dim. Used by the training loop (fast, no IWAE).
     """
     num = len(images)
+    batch_size = max(1, min(batch_size, num))
     totals: dict[str, float] = {}
     for start in range(0, num, batch_size):
         batch, valid = _padded_batch(images, labels, start, batch_size)

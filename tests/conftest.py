@@ -42,6 +42,23 @@ import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# The test files that take longest (``pytest --durations``, summed per file), longest first.
+# xdist hands whole files to its workers in collection order (``--dist loadfile
+# --no-loadscope-reorder``, pyproject.toml), so starting these first keeps both workers busy to
+# the end instead of one finishing a long file alone (longest-processing-time-first). Only
+# the order depends on this list: a stale or missing name changes no result.
+LONGEST_FIRST = ("test_cli.py", "test_families_e2e.py", "test_folders.py", "nets/test_hierarchical.py",
+                 "test_pretrained.py", "test_distributed.py", "families/test_hvae.py", "families/test_iaf.py",
+                 "families/test_vqvae.py", "families/test_two_stage.py", "families/test_draw.py",
+                 "families/test_registry.py", "training/test_loop.py", "nets/test_bfloat16.py", "test_data.py",
+                 "test_conditioning.py", "training/test_step.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    tests = os.path.join(REPO, "tests")
+    items.sort(key=lambda item: rank.get(os.path.relpath(str(item.path), tests), len(rank)))
+
 
 @pytest.fixture(autouse=True)
 def _xla_optimizations(request, monkeypatch):
