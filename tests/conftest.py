@@ -2,8 +2,19 @@
 
 import os
 
+# XLA:CPU's LLVM-IR fusion emitters instead of its newer MLIR ones: they compile the small
+# programs of the tests about twice as fast (a tiny MLP VAE's 20-step train call 0.94 s ->
+# 0.45 s, a conv VAE's 1.85 s -> 0.66 s) and the tests' programs run for milliseconds.
+FAST_COMPILE_FLAGS = "--xla_cpu_use_fusion_emitters=false"
+
+
+def xla_flags(devices: int) -> str:
+    """XLA_FLAGS of a test process (this one, or a CLI process a test starts) with ``devices`` CPU devices."""
+    return f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE_FLAGS}"
+
+
 # Must happen before JAX initialises its backends.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("XLA_FLAGS", xla_flags(4))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # Compile without XLA's backend (LLVM) optimizations, here and in the CLI processes the tests

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, xla_flags
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def process_env(devices, xla_cache=None):
     """The environment of a CLI process with ``devices`` CPU devices; with ``xla_cache`` (a
     folder) it keeps every compiled program there, and a later process running the same
     program on the same devices loads it instead of compiling it again."""
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(devices))
     if xla_cache is not None:
         env.update(JAX_COMPILATION_CACHE_DIR=str(xla_cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
