@@ -121,7 +121,11 @@ class ObjectiveConfig:
                               "prior (vamp)")
     iaf_steps: int = _f(2, "T of the inverse autoregressive flow: IAF steps after the Gaussian posterior, "
                         "each a MADE conditioned on the encoder's context (iaf; 0: the VAE with a Monte Carlo KL)")
-    iaf_hidden: int = _f(128, "units of each of the two hidden layers of every IAF step's MADE (iaf)")
+    iaf_hidden: int = _f(128, "units of each of the two hidden layers of every IAF step's MADE (iaf; hvae with "
+                         "--group_iaf_steps)")
+    group_iaf_steps: int = _f(0, "IAF steps in every latent group's posterior, each a MADE over the group's "
+                              "channels at every position conditioned on a context from the posterior block "
+                              "(hvae; 0: Gaussian posteriors with closed-form KLs)")
     stage1_steps: int = _f(0, "steps of stage 1 of the two-stage VAE; stage 2 trains on its codes for the rest "
                            "(two_stage; 0: half of --steps)")
     stage2_hidden: int = _f(256, "units of each of the two hidden layers of the stage-2 VAE's MLPs (two_stage)")

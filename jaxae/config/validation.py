@@ -73,8 +73,9 @@ def validate(config: Config) -> Config:
     _positive("stage2_hidden", o.stage2_hidden)
     if o.stage1_steps < 0:
         raise ConfigError(f"--stage1_steps must be >= 0 (0: half of --steps), got {o.stage1_steps}")
-    if o.iaf_steps < 0:
-        raise ConfigError(f"--iaf_steps must be >= 0 (0: no flow), got {o.iaf_steps}")
+    for name in ("iaf_steps", "group_iaf_steps"):
+        if getattr(o, name) < 0:
+            raise ConfigError(f"--{name} must be >= 0 (0: no flow), got {getattr(o, name)}")
     _positive("draw_steps", o.draw_steps)
     _positive("draw_lstm", o.draw_lstm)
     for name in ("draw_read_size", "draw_write_size"):

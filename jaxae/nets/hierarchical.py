@@ -38,6 +38,16 @@ KL terms are closed form per group (both Gaussians are diagonal): the NELBO is
 -log p(x|z) + sum_l KL(q(z_l|x, z_<l) || p(z_l|z_<l)) with z_<l drawn from q, which is
 VDVAE's objective. ``sample_and_score`` gives log p(z) - log q(z|x) for the IWAE bound.
 
+Inverse autoregressive flow posteriors (``flow_steps`` T > 0; Kingma et al. 2016, whose
+ResNet VAE puts an IAF in every latent group): the posterior block also outputs a context
+c (2 * zdim channels), and z_l = IAF_T(z0, c) with z0 = q_mean + q_std * eps
+(jaxae.nets.iaf: T steps, each a MADE of two ELU hidden layers of ``flow_hidden`` units,
+applied at every position to the zdim channels there, autoregressive over the channels).
+Exactly log q(z_l) = log N(eps; 0, I) - sum log q_std - sum_t sum log sigma_t, so the
+log-ratio stays exact; the KL has no closed form and is the one-sample estimate
+log q(z_l) - log p(z_l|z_<l) = -(the group's log-ratio). A group's code (``encode``) is
+then the flow's image of q_mean (its z at eps = 0). The prior and generation are unchanged.
+
 Noise layout: one vector eps (B, noise_dim), the groups' standard-normal noise
 concatenated coarsest first, each group (res * res * zdim) in (res, res, zdim) order.
 Decoding with eps draws ancestral samples from the prior; ``group_sizes`` lets the
@@ -57,6 +67,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxae import distributions as dist
+from jaxae.nets.iaf import IAF
 from jaxae.nets.mlp import widen
 
 
@@ -179,16 +190,20 @@ class TopDownGroup(nn.Module):
     ``__call__(h, enc, eps)``: h (B, r, r, width) the top-down state (in ``dtype``); enc
     the bottom-up activation at this resolution (None: generate from the prior); eps
     (B, r, r, zdim) float32. Returns (new h, KL per example (B,), log p(z) - log q(z) per
-    example (B,), z, and the posterior's (mean, logstd)); when generating the KL and
-    log-ratio are 0 and the prior's (mean, logstd) is returned instead. The blocks compute
-    in ``dtype``; the statistics, z, KL and log-ratio are float32 (or float64 with float64
-    params and ``dtype`` None).
+    example (B,), z, and the posterior's (location, logstd)); when generating the KL and
+    log-ratio are 0 and the prior's (mean, logstd) is returned instead. The location is
+    q's mean, or with ``flow_steps`` its image under the flow (the KL is then the
+    one-sample estimate, see the module docstring). The blocks compute in ``dtype``; the
+    statistics, the flow, z, KL and log-ratio are float32 (or float64 with float64 params
+    and ``dtype`` None).
     """
 
     arch: HVAEArch
     standard_prior: bool
     out_scale: float
     dtype: Any = None
+    flow_steps: int = 0
+    flow_hidden: int = 128
 
     @nn.compact
     def __call__(self, h: jax.Array, enc: jax.Array | None, eps: jax.Array):
@@ -208,17 +223,28 @@ class TopDownGroup(nn.Module):
             kl = log_ratio = jnp.zeros(h.shape[0])
             posterior = (p_mean, p_logstd)
         else:
-            q_out = Block(self.arch.bottleneck, 2 * zdim, residual=False, dtype=self.dtype, name="posterior")(
-                jnp.concatenate([h, enc], axis=-1))
-            d_mean, d_logstd = jnp.split(q_out.astype(stats), 2, axis=-1)
+            context = 2 * zdim if self.flow_steps else 0
+            q_out = Block(self.arch.bottleneck, 2 * zdim + context, residual=False, dtype=self.dtype,
+                          name="posterior")(jnp.concatenate([h, enc], axis=-1))
+            d_mean, d_logstd, c = jnp.split(q_out.astype(stats), [zdim, 2 * zdim], axis=-1)
             q_mean, q_logstd = p_mean + d_mean, p_logstd + d_logstd
             z = q_mean + jnp.exp(q_logstd) * eps
             axes = (1, 2, 3)
-            kl = jnp.sum(dist.gaussian_kl(q_mean, 2.0 * q_logstd, p_mean, 2.0 * p_logstd), axis=axes)
-            # log p(z) - log q(z); with z = q_mean + q_std * eps the quadratic term of q is eps^2 / 2.
+            location, log_det = q_mean, 0.0
+            if self.flow_steps:
+                flow = IAF(zdim, self.flow_steps, (self.flow_hidden, self.flow_hidden), name="flow")
+                z, log_det = flow(z, c)
+                location = flow(q_mean, c)[0]
+                log_det = jnp.sum(log_det, axis=(1, 2))
+            # log p(z) - log q(z); with z0 = q_mean + q_std * eps the quadratic term of q is eps^2 / 2,
+            # and the flow divides q by its Jacobian determinant.
             log_ratio = jnp.sum(q_logstd - p_logstd + 0.5 * jnp.square(eps)
-                                - 0.5 * jnp.square((z - p_mean) * jnp.exp(-p_logstd)), axis=axes)
-            posterior = (q_mean, q_logstd)
+                                - 0.5 * jnp.square((z - p_mean) * jnp.exp(-p_logstd)), axis=axes) + log_det
+            if self.flow_steps:
+                kl = -log_ratio
+            else:
+                kl = jnp.sum(dist.gaussian_kl(q_mean, 2.0 * q_logstd, p_mean, 2.0 * p_logstd), axis=axes)
+            posterior = (location, q_logstd)
         z_init = nn.initializers.variance_scaling(self.out_scale ** 2, "fan_in", "truncated_normal")
         h = h + features + nn.Conv(width, (1, 1), kernel_init=z_init, dtype=self.dtype, name="z_proj")(z)
         h = Block(self.arch.bottleneck, width, residual=True, out_scale=self.out_scale, dtype=self.dtype,
@@ -231,20 +257,23 @@ class HierarchicalNet(nn.Module):
 
     - ``__call__(x, eps, cond)`` -> (decoder output (B, H, W, K), KL per group (B, G), code);
     - ``sample_and_score(x, eps (B, S, N), cond)`` -> (outputs (B, S, H, W, K), log p(z) - log q(z|x) (B, S));
-    - ``encode(x, cond)`` -> the top group's posterior (mean, logvar), each (B, top_dim);
+    - ``encode(x, cond)`` -> the top group's posterior (location, logvar), each (B, top_dim);
     - ``decode(v, cond)``: v (B, noise_dim) is prior noise for every group (ancestral
       sample); v (B, top_dim) is the top group's z, lower groups then take their prior means.
 
     x: (B, H, W, C) float in [0, 1]; ``cond`` is accepted for the interface and must be None.
     dtype: compute dtype of the convolutions and residual streams (None: the params'
     precision); outputs, KLs and log-ratios are float32. remat: recompute each block's and
-    group's activations in the backward pass (see the module docstring).
+    group's activations in the backward pass; flow_steps, flow_hidden: an inverse
+    autoregressive flow in every group's posterior (0: none; see the module docstring).
     """
 
     arch: HVAEArch
     out_channels: int
     dtype: Any = None
     remat: bool = False
+    flow_steps: int = 0
+    flow_hidden: int = 128
 
     def setup(self):
         arch, dtype = self.arch, self.dtype
@@ -255,8 +284,8 @@ class HierarchicalNet(nn.Module):
         self.encoder_blocks = [[block(arch.bottleneck, arch.width, out_scale=1 / math.sqrt(depth), dtype=dtype)
                                 for _ in range(blocks)] for _, blocks, _ in arch.stages]
         scale = 1 / math.sqrt(arch.num_groups)
-        self.groups = [group(arch, standard_prior=i == 0, out_scale=scale, dtype=dtype)
-                       for i in range(arch.num_groups)]
+        self.groups = [group(arch, standard_prior=i == 0, out_scale=scale, dtype=dtype, flow_steps=self.flow_steps,
+                             flow_hidden=self.flow_hidden) for i in range(arch.num_groups)]
         self.biases = [self.param(f"bias_{res}", nn.initializers.zeros, (1, res, res, arch.width))
                        for res, _, _ in arch.stages]
         self.output = nn.Conv(self.out_channels, (1, 1), dtype=dtype)

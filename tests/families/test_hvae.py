@@ -2,6 +2,7 @@
 log-weights by hand at random parameters, sampling temperatures, presets and config rules.
 The network's own math is tested in tests/nets/test_hierarchical.py."""
 
+import dataclasses
 import functools
 import math
 
@@ -296,6 +297,29 @@ def test_presets_build_for_their_images():
     assert jax.eval_shape(mnist.decode, params, jnp.zeros((2, mnist.prior_dim))).shape == (2, 28, 28, 1)
 
 
+def test_flow_posteriors_train_every_flow_and_one_sample_bound_is_the_nelbo():
+    """hvae with an IAF in every group's posterior: the loss reaches every group's flow, and
+    with one sample on the same noise log w = -(recon + sum of the groups' KL estimates)."""
+    model = dataclasses.replace(tiny_model(TWO_LEVELS), net=HierarchicalNet(
+        arch=HVAEArch(width=8, bottleneck=4, zdim=2, stages=TWO_LEVELS), out_channels=1, flow_steps=1,
+        flow_hidden=4))
+    params = random_params(model, seed=5, scale=0.3)
+    x, keys = binary_x(2, seed=6), inputs.example_keys(jax.random.key(7), 2)
+
+    @jax.jit
+    def pieces(params):
+        grads = jax.grad(lambda p: model.loss(p, {"x": x, "x_in": x}, keys)[0])(params)
+        eps = sample_noise(keys, 0, model.noise_dim)
+        out, kl, _ = model.net.apply({"params": params}, x, eps)
+        return grads, model.log_weights(params, x, keys, 1)[:, 0], -model.likelihood.log_prob(out, x), kl
+
+    grads, log_w, recon, kl = pieces(params)
+    for g in range(model.net.arch.num_groups):
+        norm = sum(float(jnp.sum(jnp.square(a))) for a in jax.tree.leaves(grads[f"groups_{g}"]["flow"]))
+        assert norm > 1e-8, g
+    np.testing.assert_allclose(log_w, -(np.asarray(recon) + np.sum(kl, axis=-1)), rtol=1e-5, atol=1e-3)
+
+
 def test_config_rules():
     spec = InputSpec((28, 28, 1), 10, "binary")
     with pytest.raises(ConfigError, match="--model hvae needs an --arch"):
@@ -319,6 +343,13 @@ def test_config_rules():
         make_model(Config.create(model="hvae", arch="hvae_mnist", num_importance_samples=5), spec)
     model = make_model(Config.create(model="hvae", arch="hvae_mnist", beta=2.0, free_bits=0.5), spec)
     assert (model.beta, model.free_bits) == (2.0, 0.5)
+    assert model.net.flow_steps == 0                    # Gaussian posteriors unless asked.
+    model = make_model(Config.create(model="hvae", arch="hvae_mnist", group_iaf_steps=2, iaf_hidden=16), spec)
+    assert (model.net.flow_steps, model.net.flow_hidden) == (2, 16)
+    with pytest.raises(ConfigError, match="--group_iaf_steps 2 is not used by --model vae"):
+        make_model(Config.create(model="vae", group_iaf_steps=2), spec)
+    with pytest.raises(ConfigError, match="--group_iaf_steps must be >= 0 \\(0: no flow\\), got -1"):
+        validate(Config.create(model="hvae", arch="hvae_mnist", group_iaf_steps=-1))
     # The stabilisers hvae training relies on are validated with the rest of the config.
     with pytest.raises(ConfigError, match="ema_decay"):
         validate(Config.create(ema_decay=1.0))

@@ -139,6 +139,75 @@ def test_topdown_group_kl_and_log_ratio_with_a_learned_prior():
     np.testing.assert_allclose(log_ratio, expected_ratio, rtol=1e-5, atol=1e-4)
 
 
+# --- one group with an inverse autoregressive flow posterior ------------------------------------
+
+def test_flow_group_log_ratio_is_exact_by_the_numerical_jacobian_and_its_kl_is_minus_it():
+    """With ``flow_steps`` the group's z is a flow of z0 = q_mean + q_std * eps. log q(z) is
+    computed here from scratch: log N(eps; 0, I) - log|det dz/deps|, the determinant of the
+    whole (4 * 4 * 3)-dimensional map eps -> z of each example by autodiff and numpy (float64),
+    so a wrong log-det term of the Gaussian or of either flow step fails. The KL is the
+    one-sample estimate log q(z) - log p(z) = -log-ratio; the prior is the generation path's."""
+    group = TopDownGroup(GROUP_ARCH, standard_prior=False, out_scale=0.5, flow_steps=2, flow_hidden=6)
+    rng = np.random.default_rng(12)
+    h, enc, eps = (jnp.asarray(rng.standard_normal(shape), jnp.float32)
+                   for shape in ((2, 4, 4, 8), (2, 4, 4, 8), (2, 4, 4, 3)))
+    params = random_params(group.init, h, enc, eps, seed=23, scale=0.7)
+    assert set(params["flow"]) == {"step_0", "step_1"}
+    _, kl, log_ratio, z, (location, q_logstd) = call(group, params, h, enc, eps)
+    _, _, _, prior_z, (p_mean, p_logstd) = call(group, params, h, None, eps)
+    assert_not_standard(p_mean, p_logstd)
+    np.testing.assert_allclose(prior_z, p_mean + np.exp(p_logstd) * eps, rtol=1e-5, atol=1e-6)  # No flow.
+
+    def z_of(e):   # eps (2, 4, 4, 3) -> z (2, 4, 4, 3); the examples do not mix.
+        return group.apply({"params": params}, h, enc, e)[3]
+
+    full = np.asarray(jax.jit(jax.jacfwd(z_of))(eps), np.float64).reshape(2, 48, 2, 48)
+    np.testing.assert_array_equal(full[0, :, 1], 0.0)
+    for b in range(2):
+        jac = full[b, :, b]
+        sign, log_det = np.linalg.slogdet(jac)
+        assert sign != 0
+        log_q = np.sum(-0.5 * LOG_2PI - 0.5 * np.asarray(eps[b], np.float64) ** 2) - log_det
+        log_p = np.sum(np_gaussian_log_density(z[b], p_mean[b], p_logstd[b]))
+        np.testing.assert_allclose(log_ratio[b], log_p - log_q, rtol=1e-5, atol=1e-3)
+        # The map is per position (block-diagonal), so the flow is not the identity there either.
+        blocks = jac.reshape(16, 3, 16, 3)
+        off = blocks.copy()
+        off[np.arange(16), :, np.arange(16), :] = 0
+        np.testing.assert_array_equal(off, 0.0)
+    np.testing.assert_allclose(kl, -np.asarray(log_ratio), rtol=1e-6)
+    # The Gaussian alone would give another z and KL: the flow changes both.
+    gaussian = TopDownGroup(GROUP_ARCH, standard_prior=False, out_scale=0.5)
+    g_params = dict(params, posterior=jax.tree.map(lambda a: a[..., :6] if a.shape[-1] == 12 else a,
+                                                   params["posterior"]))
+    g_params.pop("flow")
+    _, g_kl, _, g_z, (g_mean, _) = call(gaussian, g_params, h, enc, eps)
+    assert float(np.max(np.abs(np.asarray(z) - np.asarray(g_z)))) > 0.1
+    # The code (location) is the flow's image of q's mean: z at eps = 0.
+    _, _, _, z_at_mean, _ = call(group, params, h, enc, jnp.zeros_like(eps))
+    np.testing.assert_allclose(location, z_at_mean, rtol=1e-6)
+    assert float(np.max(np.abs(np.asarray(location) - np.asarray(g_mean)))) > 0.1
+
+
+def test_flow_net_kls_sum_to_minus_the_log_ratio_and_encode_is_the_top_flow_image():
+    """The whole hierarchy with flows: for the same noise, the sum of the per-group KL
+    estimates is exactly -(log p(z) - log q(z)) of the IWAE path, so a one-sample bound equals
+    the NELBO; ``encode`` gives the top group's z at eps = 0."""
+    net = HierarchicalNet(arch=NET_ARCH, out_channels=1, flow_steps=1, flow_hidden=4)
+    rng = np.random.default_rng(9)
+    x = jnp.asarray(rng.uniform(size=(2, 4, 4, 1)), jnp.float32)
+    eps = jnp.asarray(rng.standard_normal((2, NET_ARCH.noise_dim)), jnp.float32)
+    params = random_params(net.init, x, eps, seed=10)
+    out, kl, code = call(net, params, x, eps)
+    scored, log_ratio = call(net, params, x, eps[:, None], method=HierarchicalNet.sample_and_score)
+    np.testing.assert_allclose(scored[:, 0], out, rtol=1e-6)
+    np.testing.assert_allclose(np.sum(kl, axis=-1), -np.asarray(log_ratio[:, 0]), rtol=1e-5, atol=1e-4)
+    assert np.all(np.abs(np.asarray(kl)) > 1e-3)
+    mean, logvar = call(net, params, x, method=HierarchicalNet.encode)
+    np.testing.assert_allclose(mean, code, rtol=1e-6)   # The location does not depend on eps.
+    assert mean.shape == logvar.shape == (2, NET_ARCH.top_dim)
+
+
 # --- the whole hierarchy: per-group KL and the IWAE log-ratio -----------------------------------
 
 NET_ARCH = HVAEArch(width=8, bottleneck=4, zdim=2, stages=((4, 1, 3), (1, 1, 1)))   # groups at 1, 4, 4, 4
