@@ -9,8 +9,8 @@ from typing import Any
 from jaxae.conditioning import CONDITIONS, DEFAULT_LOWRES_FACTOR
 from jaxae.likelihoods import LIKELIHOODS
 from jaxae.nets.hierarchical import PRESETS as HVAE_PRESETS
-from jaxae.objectives import TC_ESTIMATORS
 from jaxae.nets.mlp import PRESETS as MLP_PRESETS
+from jaxae.objectives import TC_ESTIMATORS
 
 INPUT_NOISE = ("none", "flip", "gaussian", "mask")
 INPUT_MODES = ("auto", "resident", "streaming")

@@ -240,10 +240,8 @@ class TopDownGroup(nn.Module):
             # and the flow divides q by its Jacobian determinant.
             log_ratio = jnp.sum(q_logstd - p_logstd + 0.5 * jnp.square(eps)
                                 - 0.5 * jnp.square((z - p_mean) * jnp.exp(-p_logstd)), axis=axes) + log_det
-            if self.flow_steps:
-                kl = -log_ratio
-            else:
-                kl = jnp.sum(dist.gaussian_kl(q_mean, 2.0 * q_logstd, p_mean, 2.0 * p_logstd), axis=axes)
+            kl = -log_ratio if self.flow_steps else jnp.sum(
+                dist.gaussian_kl(q_mean, 2.0 * q_logstd, p_mean, 2.0 * p_logstd), axis=axes)
             posterior = (location, q_logstd)
         z_init = nn.initializers.variance_scaling(self.out_scale ** 2, "fan_in", "truncated_normal")
         h = h + features + nn.Conv(width, (1, 1), kernel_init=z_init, dtype=self.dtype, name="z_proj")(z)
