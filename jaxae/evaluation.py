@@ -95,7 +95,7 @@ def _full_eval_batch(model, params, batch, rng, offset):
     x = model_batch["x"]
     given = model.given(x, labels)
     mean, _ = model.encode(params, x, labels)
-    recon_mean = model.decode(params, mean, given)
+    recon_mean = model.reconstruct(params, x, labels)
     out = dict(terms, mse=jnp.sum(jnp.square(recon_mean - x), axis=(1, 2, 3)), posterior_mean=mean)
     out.update({f"psnr_{name}": conditioning.psnr(up, x) for name, up in model.conditioning.baselines(given).items()})
     if model.conditioning.on_image and model.has_prior:
@@ -153,7 +153,7 @@ def evaluate_full(model, params, images: np.ndarray, rng: jax.Array, *, labels: 
 
     Returns ``nelbo``, ``recon``, ``kl``, ``nll_iwae`` (k = ``iwae_samples``; skipped when
     0) in nats per image, ``bpd`` and ``bpd_iwae``, ``mse`` (squared error of the
-    reconstruction from the posterior mean, per image), ``active_units``,
+    family's ``reconstruct``, every stochastic layer at its posterior's code, per image), ``active_units``,
     ``kl_per_unit`` (list), plus ``num_images``, ``iwae_samples``, ``seconds`` and
     ``images_per_sec``; ``mig`` when ``factors`` (int (N, K), the images' known factors of
     variation) are given and the code has two or more dimensions. For a conditional model the

@@ -37,9 +37,10 @@ def sample_prior(model, params, rng: jax.Array, num_samples: int, temperature: f
 
 @functools.partial(jax.jit, static_argnums=0)
 def reconstruct(model, params, images: jax.Array, labels: jax.Array | None = None) -> jax.Array:
-    """uint8 images (B, H, W, C) -> reconstructions (B, H, W, C) in [0, 1], decoded from the
-    posterior mean of the images' grey levels (no random binarization), under their condition."""
-    return model.decode(params, encode(model, params, images, labels), given_of(model, images, labels))
+    """uint8 images (B, H, W, C) -> reconstructions (B, H, W, C) in [0, 1] of the images' grey
+    levels (no random binarization) under their condition: the family's ``reconstruct``, every
+    stochastic layer at its posterior's deterministic code."""
+    return model.reconstruct(params, inputs.scaled(images, model.spec), labels)
 
 
 def given_of(model, images: jax.Array, labels: jax.Array | None, repeats: int = 0) -> jax.Array | None:

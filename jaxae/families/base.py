@@ -32,6 +32,9 @@ only this interface and never a family's name:
   example key (what a loss comparing q(z) with p(z) uses); ``has_prior``: False when the
   family has no prior of its own and is sampled through the density fitted to its codes
   (jaxae.priors).
+- ``reconstruct(params, x, labels)``: mean images (B, H, W, C) in [0, 1] of p(x|z) at the
+  posterior's deterministic code of every stochastic layer (the training pass with zero
+  noise): what reconstructions and their squared error show.
 - ``inference_mask(params)``: which parameters belong to q(z|x) (True) and which to
   the generative model p(x|z) (False), for objectives that treat them differently.
 - ``trainable(params, step)``: which parameters the train step may update at ``step``
@@ -248,6 +251,17 @@ class LatentModel:
         """Prior draws or codes (B, prior_dim) -> mean images (B, H, W, C) in [0, 1], under the
         condition ``given`` (labels (B,) or x_low (B, H/F, W/F, C); None if unconditional)."""
         out = self.net.apply({"params": params}, v, self.condition(given), method=type(self.net).decode)
+        return self.likelihood.mean(out)
+
+    def reconstruct(self, params: Params, x: jax.Array, labels: jax.Array | None = None) -> jax.Array:
+        """Float input (B, H, W, C) -> mean images (B, H, W, C) in [0, 1] of the training pass
+        with zero noise, under the condition ``given(x, labels)``: every stochastic layer at its
+        posterior's deterministic code (its mean, through the flow where there is one), each
+        lower layer inferred given the ones above. For one stochastic layer this is
+        ``decode(encode(x)[0])``; for several, decoding the top code alone would put the lower
+        layers at their prior means instead and lose what they carry of x."""
+        out, _, _ = self.net.apply({"params": params}, x, jnp.zeros((x.shape[0], self.noise_dim)),
+                                   self.condition(self.given(x, labels)))
         return self.likelihood.mean(out)
 
     def prior_draws(self, params: Params, rng: jax.Array, num_samples: int,

@@ -216,6 +216,10 @@ class VQVAE(LatentModel):
         out = self.net.apply({"params": params}, v.reshape(v.shape[0], *self.grid, -1), method=VQNet.decode)
         return self.likelihood.mean(out)
 
+    def reconstruct(self, params: Params, x: jax.Array, labels: jax.Array | None = None) -> jax.Array:
+        """Float input (B, H, W, C) -> mean images (B, H, W, C) in [0, 1] decoded from its quantized grid."""
+        return self.decode(params, self.encode(params, x, labels)[0])
+
     def prior_logits(self, params: Params, codes: jax.Array) -> jax.Array:
         """Code indices int (B, h, w) -> the prior's logits (B, h, w, K) of each given the earlier ones."""
         return self.net.apply({"params": params}, jax.nn.one_hot(codes, self.codebook_size), method=VQNet.prior_logits)

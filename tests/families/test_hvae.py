@@ -320,6 +320,23 @@ def test_flow_posteriors_train_every_flow_and_one_sample_bound_is_the_nelbo():
     np.testing.assert_allclose(log_w, -(np.asarray(recon) + np.sum(kl, axis=-1)), rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.parametrize("flow_steps", [0, 1])
+def test_reconstruction_puts_every_group_at_its_posteriors_code(flow_steps):
+    """reconstruct(x) = the decoder's mean with every group at q's mean given the groups above
+    (through its flow, if any): the importance-sampling pass at zero noise, another code path.
+    Decoding the top group alone (lower groups at their prior means) would differ."""
+    model = dataclasses.replace(tiny_model(TWO_LEVELS), net=HierarchicalNet(
+        arch=HVAEArch(width=8, bottleneck=4, zdim=2, stages=TWO_LEVELS), out_channels=1, flow_steps=flow_steps,
+        flow_hidden=4))
+    params = random_params(model, seed=8, scale=1.0)
+    x = binary_x(3, seed=9)
+    out, _ = model.net.apply({"params": params}, x, jnp.zeros((3, 1, model.noise_dim)),
+                             method=HierarchicalNet.sample_and_score)
+    got = np.asarray(jax.jit(model.reconstruct)(params, x))
+    np.testing.assert_allclose(got, jax.nn.sigmoid(out[:, 0]), rtol=1e-5, atol=1e-6)
+    assert np.abs(got - np.asarray(model.decode(params, model.encode(params, x)[0]))).mean() > 0.01
+
+
 def test_config_rules():
     spec = InputSpec((28, 28, 1), 10, "binary")
     with pytest.raises(ConfigError, match="--model hvae needs an --arch"):
