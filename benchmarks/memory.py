@@ -35,7 +35,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # This checkout's jaxae.
-from jaxae import training  # noqa: E402
+from jaxae import hardware, training  # noqa: E402
 from jaxae.config import DTYPES, HVAE_PRESETS, Config  # noqa: E402
 from jaxae.data import InputSpec  # noqa: E402
 from jaxae.families import make_model  # noqa: E402
@@ -55,7 +55,8 @@ def planned_memory(preset: str, batch_size: int, dtype: str, remat: bool, grad_a
     batch = {"image": jax.ShapeDtypeStruct((batch_size, res, res, 3), jnp.uint8)}
     step = training.make_train_step(model, optimizer, grad_accum=grad_accum)
     began = time.perf_counter()
-    compiled = jax.jit(step, donate_argnums=0).lower(state, batch, jax.random.key(1)).compile()
+    compiled = jax.jit(step, donate_argnums=0, compiler_options=hardware.compiler_options()).lower(
+        state, batch, jax.random.key(1)).compile()
     seconds = time.perf_counter() - began
     m = compiled.memory_analysis()
     params = sum(leaf.size for leaf in jax.tree.leaves(state.params))

@@ -66,12 +66,14 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench(preset: str, batch_size: int, split, spec, steps_per_call: int | None, seconds: float,
-          dtype: str = "float32") -> dict:
-    limits = CPU_LIMITS.get(preset, {}) if jax.default_backend() == "cpu" else {}
-    eval_images, sample_images = limits.get("eval_images", len(split)), limits.get("sample_images", 1000)
+def train_call(preset: str, batch_size: int, split, spec, steps_per_call: int | None, dtype: str = "float32"):
+    """The fused train call of ``preset`` on ``split``, compiled: returns (model, call, info).
+
+    ``call()`` runs ``info["steps_per_call"]`` train steps in place (the state carried between
+    calls, batches drawn on the device as train.py draws them) and returns their metrics;
+    ``info`` also has ``flops_per_step`` (XLA's cost analysis), ``compile_seconds``,
+    ``compiled`` and ``params()`` (the current parameters)."""
     config = Config.create(batch_size=batch_size, steps_per_call=steps_per_call, dtype=dtype, **PRESETS[preset])
-    rss_before = _peak_rss_mib()
     model = make_model(config, spec)
     steps_per_call = hardware.steps_per_call(steps_per_call, model.convolutional)  # The rule train.py uses.
     optimizer = training.make_optimizer(config.optimizer, 10_000)
@@ -92,15 +94,29 @@ def bench(preset: str, batch_size: int, split, spec, steps_per_call: int | None,
         state, perm, out = compiled(state, perm, images, None, data_key, step_key)
         return out
 
+    return model, call, {"steps_per_call": steps_per_call, "flops_per_step": flops_step,
+                         "compile_seconds": compile_seconds, "compiled": compiled, "params": lambda: state.params}
+
+
+def bench(preset: str, batch_size: int, split, spec, steps_per_call: int | None, seconds: float,
+          dtype: str = "float32") -> dict:
+    limits = CPU_LIMITS.get(preset, {}) if jax.default_backend() == "cpu" else {}
+    eval_images, sample_images = limits.get("eval_images", len(split)), limits.get("sample_images", 1000)
+    rss_before = _peak_rss_mib()
+    model, call, info = train_call(preset, batch_size, split, spec, steps_per_call, dtype)
+    steps_per_call, flops_step = info["steps_per_call"], info["flops_per_step"]
+    compile_seconds = info["compile_seconds"]
     per_call = perf.time_steady(call, seconds, warmup=1)
     train_ips = batch_size * steps_per_call / per_call
+    images = jax.device_put(split.images)
     eval_split = images[:eval_images]
-    eval_seconds = perf.time_steady(lambda: evaluation.evaluate(model, state.params, eval_split, jax.random.key(4),
+    params = info["params"]()
+    eval_seconds = perf.time_steady(lambda: evaluation.evaluate(model, params, eval_split, jax.random.key(4),
                                                                 batch_size=min(500, eval_images)), seconds / 2)
-    sample = jax.jit(lambda p, k: sampling.sample_prior(model, p, k, sample_images))
-    sample_seconds = perf.time_steady(lambda: sample(state.params, jax.random.key(5)), seconds / 2)
+    sample = hardware.jit(lambda p, k: sampling.sample_prior(model, p, k, sample_images))
+    sample_seconds = perf.time_steady(lambda: sample(params, jax.random.key(5)), seconds / 2)
     device_peak = perf.device_peak_bytes()
-    xla_bytes = perf.compiled_bytes(compiled)
+    xla_bytes = perf.compiled_bytes(info["compiled"])
     return {"preset": preset, "batch_size": batch_size, "dtype": dtype, "steps_per_call": steps_per_call,
             "train_images_per_sec": train_ips, "compile_seconds": compile_seconds,
             "train_flops_per_image": flops_step / batch_size,

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxae import conditioning, distributed, inputs
+from jaxae import conditioning, distributed, hardware, inputs
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -35,12 +35,12 @@ def bits_per_dim(nats_per_image: float, num_dims: int) -> float:
     return nats_per_image / (num_dims * math.log(2.0))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5))
+@functools.partial(hardware.jit, static_argnums=(0, 5))
 def _log_weights_chunk(model, params, x, keys, start, chunk, cond):
     return model.log_weights(params, x, keys, chunk, start=start, cond=cond)
 
 
-@jax.jit
+@hardware.jit
 def _logsumexp_update(running_max, running_sum, log_w):
     new_max = jnp.maximum(running_max, jnp.max(log_w, axis=1))
     return new_max, running_sum * jnp.exp(running_max - new_max) + jnp.sum(jnp.exp(log_w - new_max[:, None]), 1)
@@ -73,13 +73,13 @@ def _eval_terms(model, params, batch, rng, offset):
     return model.eval_terms(params, model_batch, keys), model_batch, keys
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(hardware.jit, static_argnums=0)
 def _eval_batch(model, params, batch, mask, rng, offset):
     terms, _, _ = _eval_terms(model, params, batch, rng, offset)
     return {name: jnp.sum(value * mask) for name, value in terms.items() if value.ndim == 1}
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(hardware.jit, static_argnums=0)
 def _full_eval_batch(model, params, batch, rng, offset):
     """Every per-example number but the IWAE bound, and what that bound needs (x, keys, cond).
 

@@ -7,11 +7,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxae import inputs, priors
+from jaxae import hardware, inputs, priors
 from jaxae.priors import FittedPrior
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3), static_argnames=("sharding",))
+@functools.partial(hardware.jit, static_argnums=(0, 3), static_argnames=("sharding",))
 def sample_prior(model, params, rng: jax.Array, num_samples: int, temperature: float | jax.Array = 1.0,
                  given: jax.Array | None = None, prior: FittedPrior | None = None,
                  sharding: jax.sharding.NamedSharding | None = None) -> jax.Array:
@@ -35,7 +35,7 @@ def sample_prior(model, params, rng: jax.Array, num_samples: int, temperature: f
     return model.decode(params, z, given)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(hardware.jit, static_argnums=0)
 def reconstruct(model, params, images: jax.Array, labels: jax.Array | None = None) -> jax.Array:
     """uint8 images (B, H, W, C) -> reconstructions (B, H, W, C) in [0, 1] of the images' grey
     levels (no random binarization) under their condition: the family's ``reconstruct``, every
@@ -57,7 +57,7 @@ def encode(model, params, images: jax.Array, labels: jax.Array | None = None) ->
     return model.encode(params, inputs.scaled(images, model.spec), labels)[0]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4))
+@functools.partial(hardware.jit, static_argnums=(0, 4))
 def interpolate(model, params, images: jax.Array, labels: jax.Array | None, num_frames: int) -> jax.Array:
     """Decodes num_frames codes evenly spaced from the posterior mean of images[0] to images[1].
 
@@ -70,7 +70,7 @@ def interpolate(model, params, images: jax.Array, labels: jax.Array | None, num_
     return model.decode(params, z, given_of(model, images, labels, num_frames))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+@functools.partial(hardware.jit, static_argnums=(0, 4, 5))
 def traverse(model, params, image: jax.Array, labels: jax.Array | None, num_dims: int, num_steps: int,
              radius: float = 3.0) -> jax.Array:
     """Varies one latent dim at a time around an image's code, from -radius to +radius.

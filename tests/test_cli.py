@@ -378,6 +378,47 @@ def test_speed_benchmark_runs(tfds_dir, tmp_path, monkeypatch):
         assert row["train_flops_per_image"] > 1e6
 
 
+def _run_torch_conv(monkeypatch, *argv):
+    monkeypatch.setattr(sys, "argv", ["torch_conv.py", *argv])
+    return runpy.run_path(os.path.join(REPO, "benchmarks", "torch_conv.py"), run_name="__main__")
+
+
+def test_torch_comparison_without_torch_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)                  # import torch -> ImportError
+    with pytest.raises(SystemExit) as exit_info:
+        _run_torch_conv(monkeypatch, "--rounds", "1")
+    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in str(exit_info.value.code)
+
+
+def test_torch_replica_is_the_conv_preset(monkeypatch):
+    """Where PyTorch is installed (a benchmark-only dependency): the replica has the conv
+    preset's parameter count and depth-to-space order, and the comparison runs."""
+    pytest.importorskip("torch")
+    import math
+
+    import jax
+    import jax.numpy as jnp
+
+    from jaxae.config import Config
+    from jaxae.data import InputSpec
+    from jaxae.families import make_model
+    from jaxae.nets.conv import upsample2x
+
+    monkeypatch.setattr(sys, "argv", ["torch_conv.py"])
+    module = runpy.run_path(os.path.join(REPO, "benchmarks", "torch_conv.py"))
+    torch, _, replica = module["torch_replica"](False)
+    model = make_model(Config.create(**module["speed"].PRESETS["conv"]), InputSpec((28, 28, 1), 10, "dynamic"))
+    shapes = jax.eval_shape(model.init, jax.random.key(0))
+    assert sum(p.numel() for p in replica.parameters()) == sum(math.prod(s.shape) for s in jax.tree.leaves(shapes))
+    h = np.random.default_rng(0).standard_normal((2, 3, 3, 8)).astype(np.float32)            # NHWC, 4 x 2 channels
+    shuffled = replica.decoder[1](torch.from_numpy(h).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(shuffled, np.asarray(upsample2x(jnp.asarray(h))))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        _run_torch_conv(monkeypatch, "--rounds", "1", "--seconds", "0.2", "--batch_size", "8")
+    assert "median jaxae/torch:" in out.getvalue()
+
+
 # Then the checks that wait for a process.
 
 def test_train_on_4_devices_sharded_and_pmap_matches_1_device(trained, sharded, tfds_dir, preset, tmp_path):

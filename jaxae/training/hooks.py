@@ -12,7 +12,7 @@ import os
 import jax
 import numpy as np
 
-from jaxae import distributed, evaluation, images, inputs, io, priors, sampling, tensorboard
+from jaxae import distributed, evaluation, hardware, images, inputs, io, priors, sampling, tensorboard
 from jaxae import workdir as layout
 from jaxae.errors import WriteError
 
@@ -78,7 +78,7 @@ def _step_of(line: str) -> int | None:
 
 def encode_all(model, params, images_: jax.Array, labels: jax.Array | None, batch_size: int = 1000) -> np.ndarray:
     """Posterior means (codes) of all uint8 images, (N, latent_dim), in batches."""
-    encode = jax.jit(functools.partial(sampling.encode, model))
+    encode = hardware.jit(functools.partial(sampling.encode, model))
     return np.concatenate([
         np.asarray(encode(params, images_[i:i + batch_size], None if labels is None else labels[i:i + batch_size]))
         for i in range(0, len(images_), batch_size)])

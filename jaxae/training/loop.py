@@ -98,7 +98,7 @@ def make_multi_step(train_step, batch_size: int, num_examples: int, num_steps: i
     if pmap_devices:
         return jax.pmap(run, axis_name=PMAP_AXIS, in_axes=(0, 0, None, None, None, None), donate_argnums=(0, 1),
                         devices=jax.local_devices()[:pmap_devices])
-    return jax.jit(run, donate_argnums=(0, 1))
+    return jax.jit(run, donate_argnums=(0, 1), compiler_options=hardware.compiler_options())
 
 
 def chunk_lengths(start: int, total: int, boundaries: tuple[int, ...], max_len: int):

@@ -14,7 +14,7 @@ from jaxae.data import InputSpec
 from jaxae.errors import ConfigError
 from jaxae.families import make_model
 from jaxae.nets import MLPDecoder, MLPEncoder, OneLayerNet, TwoLayerNet
-from jaxae.nets.conv import upsample2x
+from jaxae.nets.conv import down_conv, upsample2x
 
 BINARY_28 = InputSpec(image_shape=(28, 28, 1), num_classes=10, mode="binary")
 LOG_2PI = math.log(2 * math.pi)
@@ -193,3 +193,41 @@ def test_two_layer_net_by_hand():
     pm1 = z_decoder.apply({"params": params["z_decoder"]}, z)[0]
     np.testing.assert_allclose(net.apply({"params": params}, z, method=TwoLayerNet.decode),
                                x_decoder.apply({"params": params["x_decoder"]}, pm1), rtol=1e-5, atol=1e-6)
+
+
+def _plain_conv(x, kernel, strides=(2, 2)):
+    return jax.lax.conv_general_dilated(x, kernel, strides, "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _nn_conv_dims():
+    return jax.lax.conv_dimension_numbers((1, 4, 4, 1), (4, 4, 1, 1), ("NHWC", "HWIO", "NHWC"))
+
+
+def test_down_conv_is_the_strided_conv_with_its_gradients():
+    """The encoder's 4x4 stride-2 conv: the same output and the same input and kernel
+    gradients as XLA's conv (its input gradient computed by the 3x3 phase kernel on CPU), on
+    a non-square image with different in and out channels; every tap of the kernel counts."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 8, 6, 3)), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((4, 4, 3, 5)), jnp.float32)
+    cotangent = jnp.asarray(rng.standard_normal((2, 4, 3, 5)), jnp.float32)
+    dims = _nn_conv_dims()
+    ours = lambda x, k: down_conv(x, k, (2, 2), "SAME", dimension_numbers=dims)  # noqa: E731
+    out, vjp = jax.vjp(jax.jit(ours), x, kernel)
+    want, want_vjp = jax.vjp(_plain_conv, x, kernel)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    for got, expected in zip(vjp(cotangent), want_vjp(cotangent)):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+    # By hand, one input pixel: x[0, 2, 3] (row 2i + 0, column 2j + 1 with i = j = 1) meets
+    # output rows i, i - 1 through taps 1, 3 and output columns j + 1, j through taps 0, 2.
+    dx = vjp(cotangent)[0]
+    hand = sum(cotangent[0, i_out, j_out] @ kernel[ky, kx].T
+               for i_out, ky in ((1, 1), (0, 3)) for j_out, kx in ((2, 0), (1, 2)))
+    np.testing.assert_allclose(dx[0, 2, 3], hand, rtol=1e-5, atol=1e-5)
+    # Other convolutions pass through to XLA's unchanged.
+    odd = jnp.ones((1, 7, 7, 3))
+    np.testing.assert_allclose(down_conv(odd, kernel, (2, 2), "SAME", dimension_numbers=dims),
+                               _plain_conv(odd, kernel), rtol=1e-6)
+    assert "custom_vjp" in str(jax.make_jaxpr(ours)(x, kernel))
+    assert "custom_vjp" not in str(jax.make_jaxpr(lambda o: down_conv(o, kernel, (2, 2), "SAME",
+                                                                      dimension_numbers=dims))(odd))
