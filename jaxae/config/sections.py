@@ -150,6 +150,9 @@ class ObjectiveConfig:
     commitment: float = _f(0.25, "VQ-VAE commitment weight beta of ||z_e - sg[e]||^2 (vqvae)")
     pixelcnn_layers: int = _f(6, "gated layers of the PixelCNN prior over the VQ-VAE's code grid (vqvae)")
     pixelcnn_channels: int = _f(64, "channels of the PixelCNN prior over the VQ-VAE's code grid (vqvae)")
+    codebook_ema: float = _f(0.0, "VQ-VAE: update the codebook by exponential moving averages of the encoder outputs "
+                             "assigned to each entry, with this decay in [0, 1) (the paper's appendix: 0.99), instead "
+                             "of the loss's codebook term; 0: learned by the loss (vqvae)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -84,6 +84,8 @@ def validate(config: Config) -> Config:
     if not 2 <= o.codebook_size <= MAX_CODEBOOK:
         raise ConfigError(f"--codebook_size must be in 2..{MAX_CODEBOOK}, got {o.codebook_size}")
     _positive("pixelcnn_layers", o.pixelcnn_layers)
+    if not 0.0 <= o.codebook_ema < 1.0:
+        raise ConfigError(f"--codebook_ema must be in [0, 1) (0: off), got {o.codebook_ema}")
     _positive("pixelcnn_channels", o.pixelcnn_channels)
     if not 0.0 <= o.ciwae_beta <= 1.0:
         raise ConfigError(f"--ciwae_beta must be in [0, 1], got {o.ciwae_beta}")

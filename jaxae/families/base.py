@@ -40,6 +40,9 @@ only this interface and never a family's name:
 - ``trainable(params, step)``: which parameters the train step may update at ``step``
   (a pytree of bools like ``params``), or None (the default): all of them. For families
   trained in stages (two_stage).
+- ``update_state(params, new_params, batch, keys, axis_name)``: the parameters after a train
+  step, given the step's ``params``, its optimizer-updated ``new_params`` and its model batch:
+  for state no gradient moves (vqvae's EMA codebook); by default ``new_params``.
 
 :class:`LatentModel` implements all of it for networks with the four methods of
 jaxae.nets.stochastic; a family subclasses it and writes ``loss`` (and ``network`` when its
@@ -291,6 +294,14 @@ class LatentModel:
         may change (the others keep their values whatever the optimizer says); None: all."""
         del params, step
         return None
+
+    def update_state(self, params: Params, new_params: Params, batch: dict, keys: jax.Array,
+                     axis_name: str | None = None) -> Params:
+        """The train step's parameters after its update: ``new_params`` (the optimizer's, after
+        ``trainable``) with any state that no gradient moves set from the step's model ``batch``
+        under its ``params``, sums over the pmap axis ``axis_name`` when given; here unchanged."""
+        del params, batch, keys, axis_name
+        return new_params
 
     def noise_scale(self, temperatures: list[float]) -> float | jax.Array:
         """Sampling temperatures -> the scale of the (prior_dim,) N(0, I) draws: one value here."""

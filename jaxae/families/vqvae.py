@@ -12,11 +12,18 @@ straight-through gradient of the decoder's input passed to z_e), and per image
 
 squared norms summed over the grid and D (the paper's terms per image, as -log p(x|z) is
 summed over pixels). The codebook (initialised uniform on [-1/K, 1/K]) is learned by the
-loss (its second term); the paper's
-EMA update is not offered, since jaxae's train step changes parameters only through the
-optimizer. prior_nll = -sum_i log p(k_i | k_<i) is the PixelCNN prior's negative
-log-likelihood of the code indices k (jaxae.nets.pixelcnn), trained jointly: its input
-is the integer indices, so no gradient reaches the encoder or the codebook from it, and
+loss (its second term), or with ``--codebook_ema`` gamma > 0 by the paper's exponential
+moving averages (its appendix A.1) instead, and the loss drops that term: after each step
+(``update_state``, on the assignments of the step's own forward pass, summed over the whole
+global batch) every entry i with n_i assigned encoder outputs summing to s_i becomes
+
+    N_i <- gamma N_i + (1 - gamma) n_i,    e_i <- (gamma N_i e_i + (1 - gamma) s_i) / N_i(new),
+
+the paper's m_i / N_i with m_i = N_i e_i kept implicit (param ``codebook_count`` = N,
+initialised to 1): an entry no output picks keeps its vector exactly.
+prior_nll = -sum_i log p(k_i | k_<i) is the PixelCNN prior's negative log-likelihood of the
+code indices k (jaxae.nets.pixelcnn), trained jointly: its input is the integer indices,
+so no gradient reaches the encoder or the codebook from it, and
 its parameters get gradients from this term only (Adam scales each parameter's step by
 itself, so the joint sum trains the prior as a second phase on moving codes would, while
 keeping one pure train step). Logged: the terms, codebook ``perplexity`` exp(H(mean code
@@ -71,17 +78,37 @@ def uniform_codebook(rng: jax.Array, shape: tuple[int, int], dtype=jnp.float32) 
     return jax.random.uniform(rng, shape, dtype, -1.0 / shape[0], 1.0 / shape[0])
 
 
+def ema_codebook(codebook: jax.Array, count: jax.Array, assigned: jax.Array, sums: jax.Array, decay: float
+                 ) -> tuple[jax.Array, jax.Array]:
+    """One EMA update of a codebook (K, D) with counts N (K,) from a batch's assignment counts
+    n (K,) and sums s (K, D) of the encoder outputs assigned to each entry: (e', N') with
+    N' = decay N + (1 - decay) n and e' = (decay N e + (1 - decay) s) / N' (e where N' = 0)."""
+    new_count = decay * count + (1.0 - decay) * assigned
+    divisor = jnp.where(new_count > 0, new_count, 1.0)[:, None]
+    moved = (decay * count[:, None] * codebook + (1.0 - decay) * sums) / divisor
+    return jnp.where(new_count[:, None] > 0, moved, codebook), new_count
+
+
 class VQNet(nn.Module):
-    """Encoder to a grid, codebook (param ``codebook`` (K, D)), decoder and PixelCNN prior."""
+    """Encoder to a grid, codebook (param ``codebook`` (K, D)), decoder and PixelCNN prior; with
+    ``ema`` also the codebook's EMA counts (param ``codebook_count`` (K,), initialised to 1)."""
 
     encoder: nn.Module
     decoder: nn.Module
     prior: nn.Module
     num_codes: int
     code_dim: int
+    ema: bool = False
 
     def setup(self):
         self.codebook = self.param("codebook", uniform_codebook, (self.num_codes, self.code_dim))
+        if self.ema:
+            self.codebook_count = self.param("codebook_count", nn.initializers.ones, (self.num_codes,))
+
+    def assign(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """x (B, H, W, C) -> the encoder's grid z_e (B, h, w, D) and its nearest entries' indices (B, h, w)."""
+        z_e = self.encoder(x)
+        return z_e, quantize(z_e, self.codebook)[0]
 
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
         """x (B, H, W, C) -> decoder output, z_e and e (B, h, w, D), indices (B, h, w) and the
@@ -115,9 +142,10 @@ class VQVAE(LatentModel):
     commitment: float = 0.25
     pixelcnn_layers: int = 6
     pixelcnn_channels: int = 64
+    codebook_ema: float = 0.0
 
     name = "vqvae"
-    settings = ("codebook_size", "commitment", "pixelcnn_layers", "pixelcnn_channels")
+    settings = ("codebook_size", "commitment", "pixelcnn_layers", "pixelcnn_channels", "codebook_ema")
     deterministic = True
     conditions = ("none",)
 
@@ -142,7 +170,8 @@ class VQVAE(LatentModel):
         grid = (spec.image_shape[0] // stride, spec.image_shape[1] // stride)
         prior = PixelCNN(o.codebook_size, o.pixelcnn_channels, o.pixelcnn_layers,
                          dtype=nets.compute_dtype(config.run.dtype))
-        net = VQNet(encoder=encoder, decoder=decoder, prior=prior, num_codes=o.codebook_size, code_dim=m.latent_dim)
+        net = VQNet(encoder=encoder, decoder=decoder, prior=prior, num_codes=o.codebook_size, code_dim=m.latent_dim,
+                    ema=o.codebook_ema > 0)
         return cls(net=net, likelihood=likelihood, spec=spec, latent_dim=grid[0] * grid[1] * m.latent_dim,
                    noise_dim=0, convolutional=True, grid=grid, **cls.options(config))
 
@@ -179,13 +208,40 @@ class VQVAE(LatentModel):
     def loss(self, params: Params, batch: dict, keys: jax.Array, step: jax.Array | int = 0
              ) -> tuple[jax.Array, dict[str, jax.Array]]:
         t = self.forward(params, batch, keys)
-        loss = jnp.mean(t["recon"] + t["codebook"] + self.commitment * t["commit"] + t["prior_nll"])
+        codebook_term = 0.0 if self.codebook_ema else t["codebook"]     # With EMA, update_state moves the codebook.
+        loss = jnp.mean(t["recon"] + codebook_term + self.commitment * t["commit"] + t["prior_nll"])
         usage = jnp.mean(jax.nn.one_hot(t["indices"], self.codebook_size), axis=(0, 1, 2))       # (K,)
         entropy = -jnp.sum(jax.scipy.special.xlogy(usage, usage))
         return loss, {"loss": loss, "nelbo": jnp.mean(t["recon"] + t["prior_nll"]), "recon": jnp.mean(t["recon"]),
                       "codebook": jnp.mean(t["codebook"]), "commitment": jnp.mean(t["commit"]),
                       "prior_nll": jnp.mean(t["prior_nll"]), "perplexity": jnp.exp(entropy),
                       "codes_used": jnp.sum(usage > 0).astype(jnp.float32)}
+
+    def trainable(self, params: Params, step: jax.Array) -> Params | None:
+        """With ``codebook_ema``: everything but the codebook and its counts, which ``update_state``
+        sets; else None (all)."""
+        if not self.codebook_ema:
+            return None
+        return {name: jax.tree.map(lambda _, n=name: n not in ("codebook", "codebook_count"), sub)
+                for name, sub in params.items()}
+
+    def update_state(self, params: Params, new_params: Params, batch: dict, keys: jax.Array,
+                     axis_name: str | None = None) -> Params:
+        """The train step's parameters after its optimizer update, ``new_params``, with the EMA
+        codebook moved (:func:`ema_codebook`) by the assignments of ``batch["x_in"]`` under the
+        step's own ``params``; counts and sums are summed over ``axis_name`` (pmap) when given.
+        Without ``codebook_ema``, new_params unchanged."""
+        del keys
+        if not self.codebook_ema:
+            return new_params
+        z_e, indices = self.net.apply({"params": params}, batch["x_in"], method=VQNet.assign)
+        one_hot = jax.nn.one_hot(indices.reshape(-1), self.codebook_size, dtype=jnp.float32)   # (N, K)
+        assigned, sums = jnp.sum(one_hot, axis=0), one_hot.T @ z_e.reshape(-1, z_e.shape[-1]).astype(jnp.float32)
+        if axis_name is not None:
+            assigned, sums = jax.lax.psum((assigned, sums), axis_name)
+        codebook, count = ema_codebook(params["codebook"], params["codebook_count"], assigned, sums,
+                                       self.codebook_ema)
+        return dict(new_params, codebook=codebook, codebook_count=count)
 
     def eval_terms(self, params: Params, batch: dict, keys: jax.Array) -> dict[str, jax.Array]:
         """Per example (B,): ``nelbo`` = recon + kl nats, ``recon``, ``kl`` = the prior's -log p(k)

@@ -102,6 +102,11 @@ def make_train_step(model, optimizer: optax.GradientTransformation, preprocess: 
         trainable = None if hook is None else hook(state.params, state.step)
         if trainable is not None:
             params = jax.tree.map(lambda new, old, t: jnp.where(t, new, old), params, state.params, trainable)
+        # A family with state that no gradient moves (vqvae's EMA codebook) sets it here, from
+        # the step's batch under the step's own parameters; optional like ``trainable``.
+        update_state = getattr(model, "update_state", None)
+        if update_state is not None:
+            params = update_state(state.params, params, model_batch, keys, axis_name)
         keep = lambda new, old: jnp.where(apply, new, old)  # noqa: E731
         params = jax.tree.map(keep, params, state.params)
         ema = state.ema_params

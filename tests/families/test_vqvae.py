@@ -15,13 +15,13 @@ from family_helpers import BINARY, binary_images, cross_entropy, f64, random_par
 from test_cli import call
 
 from conftest import random_like
-from jaxae import inputs, sampling
+from jaxae import inputs, sampling, training
 from jaxae.config import Config
 from jaxae.config.validation import validate
 from jaxae.data import InputSpec
 from jaxae.errors import ConfigError
 from jaxae.families import make_model
-from jaxae.families.vqvae import VQVAE, quantize, straight_through
+from jaxae.families.vqvae import VQVAE, ema_codebook, quantize, straight_through
 from jaxae.nets.pixelcnn import PixelCNN
 
 # 6 x 6 images, one stride-2 stage: a 3 x 3 grid of 3-vectors, 5 codebook entries.
@@ -189,6 +189,75 @@ def test_sampling_draws_each_code_from_the_prior_given_the_earlier_codes(case):
     np.testing.assert_allclose(s["images"], s["decoded"], atol=1e-6)
 
 
+def test_ema_codebook_by_hand():
+    """N' = g N + (1 - g) n and e' = (g N e + (1 - g) s) / N'; an unused entry keeps its vector."""
+    codebook = np.array([[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]])
+    count = np.array([2.0, 0.5, 1.0])
+    assigned, sums = np.array([3.0, 1.0, 0.0]), np.array([[3.0, 3.0], [1.0, 1.0], [0.0, 0.0]])
+    new_codebook, new_count = ema_codebook(jnp.asarray(codebook), jnp.asarray(count), jnp.asarray(assigned),
+                                           jnp.asarray(sums), 0.9)
+    np.testing.assert_allclose(new_count, [0.9 * 2 + 0.1 * 3, 0.9 * 0.5 + 0.1, 0.9])
+    np.testing.assert_allclose(new_codebook[0], (0.9 * 2 * np.array([1.0, 2.0]) + 0.1 * np.array([3.0, 3.0])) / 2.1,
+                               rtol=1e-6)
+    np.testing.assert_allclose(new_codebook[1], (0.45 * np.array([3.0, -1.0]) + 0.1 * np.array([1.0, 1.0])) / 0.55,
+                               rtol=1e-6)
+    np.testing.assert_array_equal(new_codebook[2], codebook[2].astype(np.float32))
+
+
+def _ema_model_and_state(decay=0.8):
+    model = make_model(Config.create(**TINY, codebook_ema=decay), BINARY)
+    optimizer = training.make_optimizer(Config.create(**TINY).optimizer, 100)
+    state = training.create_train_state(model, optimizer, jax.random.key(30))
+    params = dict(random_params(model, seed=31, scale=0.8))
+    x = binary_images(8, seed=32)
+    z_e = jax.jit(model.net.encoder.apply)({"params": params["encoder"]}, x).reshape(-1, 3)
+    params["codebook"] = z_e[::13][:5] + 0.1 * jax.random.normal(jax.random.key(33), (5, 3))
+    params["codebook"] = params["codebook"].at[4].set(100.0)                   # Far from every output: unused.
+    params["codebook_count"] = jnp.array([0.5, 1.0, 2.0, 3.0, 4.0])
+    return model, optimizer, state.replace(params=params), x
+
+
+def test_ema_train_step_moves_the_codebook_by_its_assignments_and_the_rest_by_adam():
+    """One train step with --codebook_ema 0.8: the codebook and its counts are the EMA update
+    (numpy, brute-force nearest entries of the step's encoder outputs under the old params);
+    Adam moves the other parameters; the loss drops the codebook term."""
+    model, optimizer, state, x = _ema_model_and_state()
+    step = jax.jit(training.make_train_step(model, optimizer))
+    batch = {"image": x.astype(jnp.uint8)}                                     # binary mode: 0/1 pixels
+    after, metrics = step(state, batch, jax.random.key(34))
+    params = f64(state.params)
+    z_e = np.asarray(jax.jit(model.net.encoder.apply)({"params": state.params["encoder"]}, x), np.float64)
+    indices, _ = numpy_quantize(z_e.reshape(-1, 3), params["codebook"])
+    one_hot = np.eye(5)[indices]
+    assigned, sums = one_hot.sum(0), one_hot.T @ z_e.reshape(-1, 3)
+    assert np.count_nonzero(assigned[:4]) >= 3 and assigned[4] == 0
+    count = 0.8 * params["codebook_count"] + 0.2 * assigned
+    expected = (0.8 * params["codebook_count"][:, None] * params["codebook"] + 0.2 * sums) / count[:, None]
+    np.testing.assert_allclose(after.params["codebook_count"], count, rtol=1e-6)
+    np.testing.assert_allclose(after.params["codebook"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(after.params["codebook"][4], state.params["codebook"][4])
+    moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), after.params["encoder"], state.params["encoder"])
+    assert min(jax.tree.leaves(moved)) > 0
+    np.testing.assert_allclose(metrics["loss"], metrics["recon"] + 0.3 * metrics["commitment"] + metrics["prior_nll"],
+                               rtol=1e-5)
+    assert metrics["codebook"] > 0.01                                        # Still logged, not trained on.
+
+
+def test_ema_update_under_pmap_sums_the_assignments_over_devices():
+    """Under pmap (4 devices, 2 images each) the EMA update uses the whole batch's assignments:
+    the codebook equals the one-device step's on the same 8 images."""
+    model, optimizer, state, x = _ema_model_and_state()
+    batch = {"image": x.astype(jnp.uint8)}                                     # binary mode: 0/1 pixels
+    single, _ = jax.jit(training.make_train_step(model, optimizer))(state, batch, jax.random.key(35))
+    pmap_step = jax.pmap(training.make_train_step(model, optimizer, axis_name=training.PMAP_AXIS),
+                         axis_name=training.PMAP_AXIS, in_axes=(0, 0, None), devices=jax.devices()[:4])
+    replicated = jax.tree.map(lambda a: jnp.stack([a] * 4), state)
+    shards = jax.tree.map(lambda a: a.reshape(4, 2, *a.shape[1:]), batch)
+    after, _ = pmap_step(replicated, shards, jax.random.key(35))
+    for name in ("codebook", "codebook_count"):
+        np.testing.assert_allclose(after.params[name][3], single.params[name], rtol=1e-5, atol=1e-6)
+
+
 def test_vqvae_config_rules():
     with pytest.raises(ConfigError, match="^--codebook_size must be in 2..65536, got 1$"):
         validate(Config.create(**dict(TINY, codebook_size=1)))
@@ -198,6 +267,12 @@ def test_vqvae_config_rules():
         validate(Config.create(**dict(TINY, pixelcnn_layers=0)))
     with pytest.raises(ConfigError, match="use --arch conv or resnet, got --arch mlp"):
         make_model(Config.create(**dict(TINY, arch="mlp")), BINARY)
+    for decay in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match=f"^--codebook_ema must be in \\[0, 1\\) \\(0: off\\), got {decay}$"):
+            validate(Config.create(**dict(TINY, codebook_ema=decay)))
+    with pytest.raises(ConfigError, match="--codebook_ema 0.99 is not used by --model vae"):
+        make_model(Config.create(model="vae", codebook_ema=0.99), BINARY)
+    assert "codebook_count" not in jax.eval_shape(make_model(Config.create(**TINY), BINARY).init, jax.random.key(0))
     with pytest.raises(ConfigError, match="--codebook_size 5 is not used by --model vae"):
         make_model(Config.create(**dict(TINY, model="vae")), BINARY)
     with pytest.raises(ConfigError, match="--conditional is not available for --model vqvae"):
@@ -215,7 +290,8 @@ def test_trains_samples_and_evaluates_through_the_clis(tfds_dir, tmp_path):
     workdir = str(tmp_path / "vq")
     code, out, err = call("train.py", "--workdir", workdir, "--data_dir", tfds_dir, "--model", "vqvae",
                           "--arch", "conv", "--channels", "4,8", "--latent_dim", "3", "--codebook_size", "8",
-                          "--pixelcnn_layers", "2", "--pixelcnn_channels", "8", "--steps", "2", "--eval_every", "2",
+                          "--pixelcnn_layers", "2", "--pixelcnn_channels", "8", "--codebook_ema", "0.9",
+                          "--steps", "2", "--eval_every", "2",
                           "--batch_size", "16", "--train_split", "train[:64]", "--eval_split", "test[:16]",
                           "--no_progress")
     assert code == 0, err[-3000:]
