@@ -68,6 +68,15 @@ from jaxae.likelihoods import Likelihood, make_likelihood
 Params = Any
 
 
+def by_module(params: Params, value_of) -> Any:
+    """A pytree like ``params`` whose leaves under each top-level module ``name`` all equal
+    ``value_of(name)`` (a bool or traced bool): the masks ``inference_mask`` and ``trainable`` return."""
+    def fill(sub: Any, value: Any) -> Any:
+        return jax.tree.map(lambda _: value, sub)
+
+    return {name: fill(sub, value_of(name)) for name, sub in params.items()}
+
+
 def conditioning_of(config: Config, spec: InputSpec) -> Conditioning:
     """The condition of ``config.model`` (--condition, --conditional, --lowres_factor) for ``spec``."""
     return Conditioning.of(config.model.condition_kind, spec, config.model.lowres_factor)
@@ -283,11 +292,7 @@ class LatentModel:
     def inference_mask(self, params: Params) -> Any:
         """A pytree of bools like ``params``: True for the parameters of q(z|x) (the top-level
         modules whose names end in ``encoder``), False for the generative model's."""
-        def mask(name: str, sub: Any) -> Any:
-            inference = name.endswith("encoder")
-            return jax.tree.map(lambda _: inference, sub)
-
-        return {name: mask(name, sub) for name, sub in params.items()}
+        return by_module(params, lambda name: name.endswith("encoder"))
 
     def trainable(self, params: Params, step: jax.Array) -> Any | None:
         """A pytree of (traced) bools like ``params``: which parameters the update at ``step``

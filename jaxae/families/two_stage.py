@@ -37,7 +37,7 @@ from jaxae import distributions as dist
 from jaxae.config import Config
 from jaxae.data import InputSpec
 from jaxae.errors import ConfigError
-from jaxae.families.base import LatentModel, Params, flat_net
+from jaxae.families.base import LatentModel, Params, by_module, flat_net
 from jaxae.likelihoods import Gaussian, Likelihood
 from jaxae.nets import MLPEncoder, OneLayerNet
 
@@ -152,8 +152,7 @@ class TwoStage(LatentModel):
     def trainable(self, params: Params, step: jax.Array) -> Any:
         """Stage 1's parameters before ``stage1_steps``, stage 2's (``stage2_*``) from then on."""
         in_stage2 = jnp.asarray(step) >= self.stage1_steps
-        own = {name: in_stage2 == name.startswith("stage2") for name in params}
-        return {name: jax.tree.map(lambda _, t=own[name]: t, sub) for name, sub in params.items()}
+        return by_module(params, lambda name: in_stage2 == name.startswith("stage2"))
 
     def prior_draws(self, params: Params, rng: jax.Array, num_samples: int,
                     scale: float | jax.Array = 1.0) -> jax.Array:

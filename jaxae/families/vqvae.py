@@ -53,7 +53,7 @@ from jaxae import evaluation, nets
 from jaxae.config import Config
 from jaxae.data import InputSpec
 from jaxae.errors import ConfigError
-from jaxae.families.base import LatentModel, Params, likelihood_of
+from jaxae.families.base import LatentModel, Params, by_module, likelihood_of
 from jaxae.nets.pixelcnn import PixelCNN, sample_codes
 
 
@@ -113,14 +113,14 @@ class VQNet(nn.Module):
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
         """x (B, H, W, C) -> decoder output, z_e and e (B, h, w, D), indices (B, h, w) and the
         prior's logits (B, h, w, K) of the indices."""
-        z_e = self.encoder(x)
-        indices, e = quantize(z_e, self.codebook)
+        z_e, indices = self.assign(x)
+        e = self.codebook[indices]
         return {"out": self.decoder(straight_through(z_e, e)), "z_e": z_e, "e": e, "indices": indices,
                 "logits": self.prior(jax.nn.one_hot(indices, self.num_codes))}
 
     def quantized(self, x: jax.Array) -> jax.Array:
         """x (B, H, W, C) -> the nearest codebook vectors (B, h, w, D)."""
-        return quantize(self.encoder(x), self.codebook)[1]
+        return self.codebook[self.assign(x)[1]]
 
     def decode(self, z_q: jax.Array) -> jax.Array:
         return self.decoder(z_q)
@@ -222,8 +222,7 @@ class VQVAE(LatentModel):
         sets; else None (all)."""
         if not self.codebook_ema:
             return None
-        return {name: jax.tree.map(lambda _, n=name: n not in ("codebook", "codebook_count"), sub)
-                for name, sub in params.items()}
+        return by_module(params, lambda name: name not in ("codebook", "codebook_count"))
 
     def update_state(self, params: Params, new_params: Params, batch: dict, keys: jax.Array,
                      axis_name: str | None = None) -> Params:

@@ -75,11 +75,11 @@ def _down_conv_bwd(residuals, grad):
     """The kernel's gradient as XLA computes it; the input's by :func:`_phase_kernel` on CPU,
     where XLA's own (a conv of the 2x-dilated gradient) ran 4x slower than the forward conv."""
     x, kernel = residuals
-    _, vjp = jax.vjp(lambda x, k: _nhwc_conv(x, k, (2, 2), "SAME"), x, kernel)
-    lax_dx, dkernel = vjp(grad)
+    conv = lambda x, k: _nhwc_conv(x, k, (2, 2), "SAME")  # noqa: E731
+    dkernel = jax.vjp(lambda k: conv(x, k), kernel)[1](grad)[0]
     phased = lambda: upsample2x(_nhwc_conv(grad, _phase_kernel(kernel), (1, 1), "SAME"))  # noqa: E731
-    dx = jax.lax.platform_dependent(cpu=phased, default=lambda: lax_dx)
-    return dx, dkernel
+    xla = lambda: jax.vjp(lambda x: conv(x, kernel), x)[1](grad)[0]  # noqa: E731
+    return jax.lax.platform_dependent(cpu=phased, default=xla), dkernel
 
 
 _down_conv.defvjp(_down_conv_fwd, _down_conv_bwd)
@@ -94,8 +94,7 @@ def down_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation
     plain = (rhs.shape[:2] == (4, 4) and tuple(window_strides) == (2, 2) and padding == "SAME"
              and lhs.ndim == 4 and lhs.shape[1] % 2 == 0 and lhs.shape[2] % 2 == 0 and feature_group_count == 1
              and not kwargs and precision is None and all(d in (None, 1, (1, 1)) for d in (lhs_dilation, rhs_dilation))
-             and dimension_numbers is not None and tuple(map(tuple, dimension_numbers)) == ((0, 3, 1, 2), (3, 2, 0, 1),
-                                                                                              (0, 3, 1, 2)))
+             and dimension_numbers == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC")))
     if plain:
         return _down_conv(lhs, rhs)
     return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
