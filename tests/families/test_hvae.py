@@ -375,7 +375,6 @@ def test_config_rules():
 
 
 @pytest.mark.slow
-@pytest.mark.optimized
 def test_short_training_on_real_digits_lowers_the_test_nelbo(mnist5k, monkeypatch):
     """Three of hvae_mnist's resolutions (28, 7, 1) at width 16 with one block and group each
     (patched in this process; the full preset is built in test_registry and its shapes checked
