@@ -12,7 +12,14 @@ reparameterised z ~ q(z|x), its weight rising linearly from 0 to 1 over
 ``kl_warmup_steps`` (Tomczak & Welling warm up over 100 epochs); evaluation's NELBO uses the same estimate (one latent
 "unit": the whole code) and its IWAE bound the VampPrior's log-density (``log_weights``).
 Samples: a component k uniformly, then z ~ q(z|u_k), its standard deviation scaled by the
-temperature. One stochastic layer, unconditional.
+temperature. One stochastic layer.
+
+Conditioned (``--conditional`` or ``--condition lowres``), encoder and decoder see the
+condition c as in every family, and the prior stays one mixture that does not depend on c
+(as the conditional VAE's N(0, I) does not): each pseudo-input carries a condition of its
+own, p(z) = (1/K) sum_k q(z | u_k, c_k), with c_k = box_average(u_k) (its own low-resolution
+version) for ``lowres`` and a learned soft label softmax(l_k) (params ``pseudo_labels``
+(K, num_classes), initialised 0: uniform) for ``label``.
 """
 
 from __future__ import annotations
@@ -26,27 +33,43 @@ from flax import linen as nn
 
 from jaxae import distributions as dist
 from jaxae import objectives
+from jaxae.conditioning import Conditioning, box_average
 from jaxae.config import Config
 from jaxae.data import InputSpec
-from jaxae.families.base import LatentModel, Params, flat_net
+from jaxae.families.base import LatentModel, Params, conditioning_of, flat_net
 from jaxae.likelihoods import Likelihood
 from jaxae.nets import OneLayerNet
 
 
 class VampNet(OneLayerNet):
     """The one-stochastic-layer network (its ``encode`` and ``decode``) with the VampPrior's
-    pseudo-inputs (params ``pseudo_inputs`` (K, H, W, C)) for its prior."""
+    pseudo-inputs (params ``pseudo_inputs`` (K, H, W, C), and ``pseudo_labels`` (K, num_classes)
+    when conditioned on the label) for its prior; ``conditioning``: the model's condition."""
 
     num_components: int
     image_shape: tuple[int, int, int]
+    conditioning: Conditioning = Conditioning()
 
     def setup(self):
         self.pseudo_inputs = self.param("pseudo_inputs", nn.initializers.normal(1.0),
                                         (self.num_components, *self.image_shape))
+        if self.conditioning.kind == "label":
+            self.pseudo_labels = self.param("pseudo_labels", nn.initializers.zeros,
+                                            (self.num_components, self.conditioning.num_classes))
+
+    def pseudo_condition(self, u: jax.Array) -> jax.Array | None:
+        """The networks' condition c_k of the pseudo-inputs u (K, H, W, C): None, the soft label
+        softmax(pseudo_labels) (K, num_classes), or box_average(u) (K, H/F, W/F, C)."""
+        if self.conditioning.kind == "label":
+            return jax.nn.softmax(self.pseudo_labels, axis=-1)
+        if self.conditioning.kind == "lowres":
+            return box_average(u, self.conditioning.factor)
+        return None
 
     def components(self) -> tuple[jax.Array, jax.Array]:
-        """The mixture's means and log-variances, each (K, D): q(z|u_k), u_k = sigmoid(pseudo_inputs_k)."""
-        return self.encoder(jax.nn.sigmoid(self.pseudo_inputs), None)
+        """The mixture's means and log-variances, each (K, D): q(z|u_k, c_k), u_k = sigmoid(pseudo_inputs_k)."""
+        u = jax.nn.sigmoid(self.pseudo_inputs)
+        return self.encoder(u, self.pseudo_condition(u))
 
     def log_prior(self, z: jax.Array) -> jax.Array:
         """log p(z) under the VampPrior, (..., D) -> (...)."""
@@ -84,14 +107,13 @@ class VAMP(LatentModel):
 
     name = "vamp"
     settings = ("vamp_components", "kl_warmup_steps")
-    conditions = ("none",)
     two_layers = False
 
     @classmethod
     def network(cls, config: Config, spec: InputSpec, likelihood: Likelihood) -> tuple[nn.Module, int, int]:
         flat, latent_dim, _ = flat_net(config, spec, likelihood)
         net = VampNet(encoder=flat.encoder, decoder=flat.decoder, num_components=config.objective.vamp_components,
-                      image_shape=spec.image_shape)
+                      image_shape=spec.image_shape, conditioning=conditioning_of(config, spec))
         return net, latent_dim, latent_dim
 
     def log_prior(self, params: Params, z: jax.Array) -> jax.Array:

@@ -44,9 +44,10 @@ def f64(tree):
     return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
 
 
-def train_two_steps_and_sample(tfds_dir: str, path: str, **settings):
+def train_two_steps_and_sample(tfds_dir: str, path: str, given=None, **settings):
     """Trains ``settings`` (the family and its options) for 2 steps on mnist_5k through
-    train_and_evaluate, loads it back and draws 4 samples: (final record, model, images)."""
+    train_and_evaluate, loads it back and draws 4 samples (under the condition ``given`` of a
+    conditioned model, one per sample): (final record, model, images)."""
     tiny = dict(hidden_dims=(16,), latent_dim=3)     # settings may override these
     config = Config.create(data_dir=tfds_dir, steps=2, eval_every=2, checkpoint_every=2, steps_per_call=1,
                            batch_size=16, train_split="train[:64]", eval_split="test[:32]", **{**tiny, **settings})
@@ -55,7 +56,7 @@ def train_two_steps_and_sample(tfds_dir: str, path: str, **settings):
     assert final["step"] == 2 == step and model.name == settings["model"]
     prior = None if model.has_prior else priors.load(path)     # The density fitted to the codes.
     assert model.has_prior or prior is not None
-    images = np.asarray(sampling.sample_prior(model, params, jax.random.key(0), 4, prior=prior))
+    images = np.asarray(sampling.sample_prior(model, params, jax.random.key(0), 4, given=given, prior=prior))
     assert images.shape == (4, 28, 28, 1) and images.min() >= 0 and images.max() <= 1
     return final, model, images
 

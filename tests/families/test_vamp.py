@@ -127,8 +127,6 @@ def test_prior_draws_and_samples_come_from_the_mixture(case):
 def test_vamp_config_rules():
     with pytest.raises(ConfigError, match="^--vamp_components must be > 0, got 0$"):
         validate(Config.create(**dict(TINY, vamp_components=0)))
-    with pytest.raises(ConfigError, match="--conditional is not available for --model vamp"):
-        make_model(Config.create(conditional=True, **TINY), BINARY)
     with pytest.raises(ConfigError, match="one stochastic layer"):
         make_model(Config.create(stochastic_layers=2, **TINY), BINARY)
     with pytest.raises(ConfigError, match="--vamp_components 4 is not used by --model vae"):
@@ -136,6 +134,46 @@ def test_vamp_config_rules():
     assert make_model(Config.create(model="vamp"), BINARY).vamp_components == 500
 
 
+@pytest.mark.parametrize("settings", [dict(conditional=True), dict(condition="lowres", lowres_factor=2)])
+def test_conditioned_prior_gives_each_pseudo_input_its_own_condition(settings):
+    """p(z) = (1/K) sum_k q(z | u_k, c_k), the same for every condition of the data: c_k is a
+    learned soft label softmax(l_k) (label) or u_k's own 2x2 box average (lowres), by hand in
+    numpy, at random parameters (l_k away from uniform); encoder and decoder see the data's
+    condition."""
+    model = make_model(Config.create(**TINY, **settings), BINARY)
+    params = random_params(model, seed=21, scale=0.8)
+    u = 1.0 / (1.0 + np.exp(-np.asarray(params["pseudo_inputs"], np.float64)))            # (4, 6, 6, 1)
+    if model.conditioning.kind == "label":
+        logits = np.asarray(params["pseudo_labels"], np.float64)                         # (4, 10)
+        assert logits.shape == (4, 10) and np.ptp(logits) > 0.5
+        cond = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+        given = jnp.array([3, 7])
+    else:
+        assert set(params) == {"encoder", "decoder", "pseudo_inputs"}
+        cond = u.reshape(4, 3, 2, 3, 2, 1).mean(axis=(2, 4))                               # (4, 3, 3, 1)
+        given = jnp.asarray(binary_images(2, seed=22)[:, ::2, ::2])                        # any (2, 3, 3, 1)
+    encode = lambda x, c: model.net.apply({"params": params}, x, c, method=VampNet.encode)  # noqa: E731
+    means, logvars = f64(encode(jnp.asarray(u, jnp.float32), jnp.asarray(cond, jnp.float32)))
+    z = np.asarray(jax.random.normal(jax.random.key(23), (2, 3)), np.float64)
+    got = np.asarray(model.log_prior(params, jnp.asarray(z, jnp.float32)), np.float64)
+    np.testing.assert_allclose(got, vamp_log_prior(z, means, logvars), rtol=1e-5)
+    # The pseudo-inputs' conditions matter: with the condition zeroed the components move.
+    zero_means, _ = f64(encode(jnp.asarray(u, jnp.float32), jnp.zeros_like(jnp.asarray(cond, jnp.float32))))
+    assert np.max(np.abs(zero_means - means)) > 0.05
+    # Samples: one prior draw decoded under two conditions differs.
+    v = model.prior_draws(params, jax.random.key(24), 1)
+    images = [np.asarray(model.decode(params, v, given[i:i + 1])) for i in (0, 1)]
+    assert np.max(np.abs(images[0] - images[1])) > 1e-3
+
+
 def test_trains_two_steps_and_samples(tfds_dir, tmp_path):
     final, model, _ = train_two_steps_and_sample(tfds_dir, str(tmp_path), model="vamp", vamp_components=5)
     assert model.vamp_components == 5 and np.isfinite(final["test_nelbo"]) and np.isfinite(final["test_bpd"])
+
+
+def test_trains_two_steps_and_upscales_conditioned_on_x_low(tfds_dir, tmp_path):
+    """--condition lowres (x_low 7x7): trained, reloaded, and 4 samples drawn for 4 given x_low."""
+    x_low = jnp.asarray(np.random.default_rng(25).random((4, 7, 7, 1)), jnp.float32)
+    final, model, images = train_two_steps_and_sample(tfds_dir, str(tmp_path), given=x_low, model="vamp",
+                                                      vamp_components=5, condition="lowres")
+    assert model.conditioning.kind == "lowres" and np.isfinite(final["test_nelbo"]) and np.isfinite(images).all()
