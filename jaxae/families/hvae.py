@@ -14,6 +14,9 @@ log-ratios stay exact (jaxae.nets.hierarchical).
 KLs, the likelihood and the loss in float32; ``--remat`` recomputes activations in the
 backward pass (jaxae.nets.hierarchical).
 
+``--conditional`` / ``--condition lowres`` condition the top-down path on the label or x_low
+(jaxae.nets.hierarchical); the top group's prior stays N(0, I).
+
 Prior draws are the noise of every group (ancestral sampling, ``prior_dim`` =
 ``noise_dim``), so temperatures may be given per group; the code that ``encode``
 returns, interpolates and traverses is the top group's.
@@ -30,7 +33,7 @@ from jaxae import nets
 from jaxae.config import HVAE_PRESETS, Config
 from jaxae.data import InputSpec
 from jaxae.errors import ConfigError
-from jaxae.families.base import LatentModel, likelihood_of
+from jaxae.families.base import LatentModel, conditioning_of, likelihood_of
 from jaxae.families.vae import VAE
 from jaxae.nets.hierarchical import HierarchicalNet, HVAEArch, group_temperatures
 
@@ -41,7 +44,6 @@ class HVAE(VAE):
     iaf_hidden: int = 128
 
     name = "hvae"
-    conditions = ("none",)
     settings = (*VAE.settings, "group_iaf_steps", "iaf_hidden")
 
     @classmethod
@@ -59,12 +61,13 @@ class HVAE(VAE):
             arch.check(spec.image_shape)
         except ValueError as e:
             raise ConfigError(f"--arch {config.model.arch}: {e}") from None
-        likelihood = likelihood_of(config)
+        likelihood, conditioning = likelihood_of(config), conditioning_of(config, spec)
         net = HierarchicalNet(arch=arch, out_channels=likelihood.output_channels(spec.image_shape[2]),
                               dtype=nets.compute_dtype(config.run.dtype), remat=config.run.remat,
-                              flow_steps=config.objective.group_iaf_steps, flow_hidden=config.objective.iaf_hidden)
+                              flow_steps=config.objective.group_iaf_steps, flow_hidden=config.objective.iaf_hidden,
+                              conditioned=conditioning.active)
         return cls(net=net, likelihood=likelihood, spec=spec, latent_dim=arch.top_dim, noise_dim=arch.noise_dim,
-                   convolutional=True, **cls.options(config))
+                   conditioning=conditioning, convolutional=True, **cls.options(config))
 
     @property
     def prior_dim(self) -> int:

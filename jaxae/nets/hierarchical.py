@@ -20,6 +20,12 @@ from the image resolution down to the coarsest one:
   The first (coarsest) group's prior is N(0, I), so a model with a single group is
   exactly a VAE: p(z) = N(0, I), q(z|x) Gaussian, p(x|z) from the decoder.
 - Output: a 1x1 conv of act(h) to the likelihood's parameters at full resolution.
+- Condition (``conditioned``; a one-hot label (B, K) or a low-resolution image x_low (B, h, w,
+  C)): at each resolution r the top-down state also gets a 3x3 conv of the condition there
+  (a label broadcast over r x r; x_low resized to r x r, bilinear and antialiased), with its
+  kernel zero-initialised, so every prior p(z_l | z_<l, c) with l > 0, the posteriors
+  (through h) and p(x | z, c) see it; the top group's prior stays N(0, I) (as a conditional
+  VAE's p(z)).
 
 Precision (``dtype``): the convolutions, the residual streams and the bottom-up
 activations compute in ``dtype`` (bfloat16 for ``--dtype bfloat16``; None: the params'
@@ -259,11 +265,12 @@ class HierarchicalNet(nn.Module):
     - ``decode(v, cond)``: v (B, noise_dim) is prior noise for every group (ancestral
       sample); v (B, top_dim) is the top group's z, lower groups then take their prior means.
 
-    x: (B, H, W, C) float in [0, 1]; ``cond`` is accepted for the interface and must be None.
-    dtype: compute dtype of the convolutions and residual streams (None: the params'
-    precision); outputs, KLs and log-ratios are float32. remat: recompute each block's and
-    group's activations in the backward pass; flow_steps, flow_hidden: an inverse
-    autoregressive flow in every group's posterior (0: none; see the module docstring).
+    x: (B, H, W, C) float in [0, 1]; ``cond``: with ``conditioned``, the condition (a one-hot
+    label (B, K) or x_low (B, h, w, C), see the module docstring), else None. dtype: compute
+    dtype of the convolutions and residual streams (None: the params' precision); outputs,
+    KLs and log-ratios are float32. remat: recompute each block's and group's activations in
+    the backward pass; flow_steps, flow_hidden: an inverse autoregressive flow in every
+    group's posterior (0: none; see the module docstring).
     """
 
     arch: HVAEArch
@@ -272,6 +279,7 @@ class HierarchicalNet(nn.Module):
     remat: bool = False
     flow_steps: int = 0
     flow_hidden: int = 128
+    conditioned: bool = False
 
     def setup(self):
         arch, dtype = self.arch, self.dtype
@@ -287,6 +295,23 @@ class HierarchicalNet(nn.Module):
         self.biases = [self.param(f"bias_{res}", nn.initializers.zeros, (1, res, res, arch.width))
                        for res, _, _ in arch.stages]
         self.output = nn.Conv(self.out_channels, (1, 1), dtype=dtype)
+        if self.conditioned:
+            self.cond_projs = [nn.Conv(arch.width, (3, 3), kernel_init=nn.initializers.zeros, dtype=dtype,
+                                       name=f"cond_{res}") for res, _, _ in arch.stages]
+
+    def condition_features(self, cond: jax.Array | None, res: int, stage: int) -> jax.Array | float:
+        """What the condition adds to the top-down state at resolution ``res``: (B, res, res,
+        width), or 0.0 for an unconditioned net."""
+        if not self.conditioned:
+            return 0.0
+        if cond is None:
+            raise ValueError("this hierarchical net is conditioned: pass its condition")
+        cond = cond.astype(jnp.float32)
+        if cond.ndim == 2:   # A label: the same vector at every position.
+            c = jnp.broadcast_to(cond[:, None, None, :], (cond.shape[0], res, res, cond.shape[1]))
+        else:
+            c = jax.image.resize(cond, (cond.shape[0], res, res, cond.shape[3]), "linear")
+        return self.cond_projs[stage](c)
 
     def bottom_up(self, x: jax.Array) -> dict[int, jax.Array]:
         h = self.stem(2.0 * x - 1.0)
@@ -298,9 +323,11 @@ class HierarchicalNet(nn.Module):
             acts[res] = h
         return acts
 
-    def top_down(self, eps: jax.Array, acts: dict[int, jax.Array] | None, num_groups: int | None = None):
-        """eps (B, noise_dim); acts from bottom_up (None: from the prior). Returns the final
-        state h, KL per group (B, G), log-ratio (B,) and each group's posterior (mean, logstd)."""
+    def top_down(self, eps: jax.Array, acts: dict[int, jax.Array] | None, num_groups: int | None = None,
+                 cond: jax.Array | None = None):
+        """eps (B, noise_dim); acts from bottom_up (None: from the prior); cond the condition
+        (B, ...) of a conditioned net. Returns the final state h, KL per group (B, G),
+        log-ratio (B,) and each group's posterior (mean, logstd)."""
         arch, batch = self.arch, eps.shape[0]
         sizes, resolutions = arch.group_sizes(), arch.group_resolutions()
         offsets = [0, *itertools.accumulate(sizes)]
@@ -312,9 +339,9 @@ class HierarchicalNet(nn.Module):
             bias = self.biases[stage_of[res]]
             bias = bias if self.dtype is None else bias.astype(self.dtype)
             if h is None:
-                h = jnp.broadcast_to(bias, (batch, *bias.shape[1:]))
+                h = jnp.broadcast_to(bias, (batch, *bias.shape[1:])) + self.condition_features(cond, res, stage_of[res])
             elif h.shape[1] != res:
-                h = _upsample(h, res) + bias
+                h = _upsample(h, res) + bias + self.condition_features(cond, res, stage_of[res])
             e = eps[:, offsets[g]:offsets[g + 1]].reshape(batch, res, res, arch.zdim)
             h, kl, ratio, _, posterior = group(h, None if acts is None else acts[res], e)
             kls.append(kl)
@@ -328,20 +355,21 @@ class HierarchicalNet(nn.Module):
         return widen(self.output(_gelu(h)), self.dtype)
 
     def __call__(self, x: jax.Array, eps: jax.Array, cond: jax.Array | None = None):
-        h, kl, _, posteriors = self.top_down(eps, self.bottom_up(x))
+        h, kl, _, posteriors = self.top_down(eps, self.bottom_up(x), cond=cond)
         top_mean = posteriors[0][0].reshape(x.shape[0], -1)
         return self._output(h), kl, top_mean
 
     def sample_and_score(self, x: jax.Array, eps: jax.Array, cond: jax.Array | None = None):
         batch, samples = eps.shape[:2]
         acts = {res: jnp.repeat(a, samples, axis=0) for res, a in self.bottom_up(x).items()}
-        h, _, log_ratio, _ = self.top_down(eps.reshape(batch * samples, -1), acts)
+        cond = None if cond is None else jnp.repeat(cond, samples, axis=0)
+        h, _, log_ratio, _ = self.top_down(eps.reshape(batch * samples, -1), acts, cond=cond)
         out = self._output(h)
         return out.reshape(batch, samples, *out.shape[1:]), log_ratio.reshape(batch, samples)
 
     def encode(self, x: jax.Array, cond: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         eps = jnp.zeros((x.shape[0], self.arch.top_dim))
-        _, _, _, posteriors = self.top_down(eps, self.bottom_up(x), num_groups=1)
+        _, _, _, posteriors = self.top_down(eps, self.bottom_up(x), num_groups=1, cond=cond)
         mean, logstd = posteriors[0]
         return mean.reshape(x.shape[0], -1), 2.0 * logstd.reshape(x.shape[0], -1)
 
@@ -349,7 +377,7 @@ class HierarchicalNet(nn.Module):
         if v.shape[-1] == self.arch.top_dim and self.arch.num_groups > 1:
             # The top group's prior is N(0, I): its noise is its z. Lower groups: prior means.
             v = jnp.concatenate([v, jnp.zeros((v.shape[0], self.arch.noise_dim - v.shape[-1]), v.dtype)], -1)
-        h, _, _, _ = self.top_down(v, None)
+        h, _, _, _ = self.top_down(v, None, cond=cond)
         return self._output(h)
 
 

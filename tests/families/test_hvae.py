@@ -15,6 +15,7 @@ from family_helpers import random_params as shared_random_params
 
 from jaxae import distributions as dist
 from jaxae import inputs, sampling, training
+from jaxae.conditioning import Conditioning
 from jaxae.config import HVAE_PRESETS, Config, validate
 from jaxae.data import InputSpec
 from jaxae.errors import ConfigError
@@ -337,6 +338,69 @@ def test_reconstruction_puts_every_group_at_its_posteriors_code(flow_steps):
     assert np.abs(got - np.asarray(model.decode(params, model.encode(params, x)[0]))).mean() > 0.01
 
 
+def conditioned_model(kind: str) -> HVAE:
+    """TWO_LEVELS with an IAF step per group, conditioned on a label of 3 classes or on the
+    2x2 box average of the 4x4 image."""
+    arch = HVAEArch(width=8, bottleneck=4, zdim=2, stages=TWO_LEVELS)
+    spec = dataclasses.replace(SPEC, num_classes=3)
+    return HVAE(net=HierarchicalNet(arch=arch, out_channels=1, flow_steps=1, flow_hidden=4, conditioned=True),
+                likelihood=Bernoulli(), spec=spec, latent_dim=arch.top_dim, noise_dim=arch.noise_dim,
+                conditioning=Conditioning.of(kind, spec, 2), convolutional=True)
+
+
+@pytest.mark.parametrize("kind", ["label", "lowres"])
+def test_conditioned_net_sees_the_condition_only_through_its_projections(kind):
+    """At random parameters: each importance sample's log-weight is the training pass's
+    -(recon + KL estimates) on that sample's noise and its own example's condition (so the
+    condition is repeated per sample, not tiled); the condition moves the prior below the top
+    group and p(x|z); and with the condition's convs at zero the net is the unconditioned one
+    with the same other parameters."""
+    model = conditioned_model(kind)
+    params = random_params(model, seed=31, scale=0.5)
+    assert set(params) >= {"cond_4", "cond_1"}
+    x, keys = binary_x(2, seed=32), inputs.example_keys(jax.random.key(33), 2)
+    labels = jnp.array([0, 2])
+    cond = model.condition(model.given(x, labels))
+    other = model.condition(model.given(1.0 - x, jnp.array([1, 1])))
+
+    @jax.jit
+    def pieces(params, cond):
+        log_w = model.net.apply({"params": params}, x, jnp.stack([sample_noise(keys, s, model.noise_dim)
+                                                                  for s in (0, 1)], axis=1), cond,
+                                method=HierarchicalNet.sample_and_score)
+        single = [model.net.apply({"params": params}, x, sample_noise(keys, s, model.noise_dim), cond)
+                  for s in (0, 1)]
+        return log_w, single
+
+    (out, log_ratio), single = pieces(params, cond)
+    for s, (out_s, kl_s, _) in enumerate(single):
+        np.testing.assert_allclose(out[:, s], out_s, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(log_ratio[:, s], -np.sum(kl_s, axis=-1), rtol=1e-5, atol=1e-4)
+    # The prior's means below the top group, and the decoder, depend on the condition.
+    v = jnp.zeros((2, model.noise_dim))
+    decoded = [np.asarray(model.net.apply({"params": params}, v, c, method=HierarchicalNet.decode))
+               for c in (cond, other)]
+    assert np.max(np.abs(decoded[0] - decoded[1])) > 1e-3
+    # Zero the condition's convs: the unconditioned net's numbers.
+    zeroed = {k: (jax.tree.map(jnp.zeros_like, v) if k.startswith("cond_") else v) for k, v in params.items()}
+    plain = dataclasses.replace(model.net, conditioned=False)
+    plain_params = {k: v for k, v in params.items() if not k.startswith("cond_")}
+    eps = sample_noise(keys, 0, model.noise_dim)
+    got = model.net.apply({"params": zeroed}, x, eps, cond)
+    want = plain.apply({"params": plain_params}, x, eps)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_conditioned_hvae_through_make_model():
+    spec = InputSpec((28, 28, 1), 10, "binary")
+    model = make_model(Config.create(model="hvae", arch="hvae_mnist", condition="lowres"), spec)
+    assert model.net.conditioned and model.conditioning.lowres_shape == (7, 7, 1)
+    labelled = make_model(Config.create(model="hvae", arch="hvae_mnist", conditional=True), spec)
+    assert labelled.conditioning.kind == "label"
+    assert not make_model(Config.create(model="hvae", arch="hvae_mnist"), spec).net.conditioned
+
+
 def test_config_rules():
     spec = InputSpec((28, 28, 1), 10, "binary")
     with pytest.raises(ConfigError, match="--model hvae needs an --arch"):
@@ -354,8 +418,6 @@ def test_config_rules():
     assert model.net.dtype is None and not model.net.remat
     with pytest.raises(ConfigError, match="--model hvae sets its own hierarchy"):
         make_model(Config.create(model="hvae", arch="hvae_mnist", stochastic_layers=2), spec)
-    with pytest.raises(ConfigError, match="--conditional is not available for --model hvae"):
-        make_model(Config.create(model="hvae", arch="hvae_mnist", conditional=True), spec)
     with pytest.raises(ConfigError, match="--num_importance_samples 5 is not used by --model hvae"):
         make_model(Config.create(model="hvae", arch="hvae_mnist", num_importance_samples=5), spec)
     model = make_model(Config.create(model="hvae", arch="hvae_mnist", beta=2.0, free_bits=0.5), spec)
