@@ -30,8 +30,12 @@ The steps are one ``lax.scan`` (flax ``nn.scan``) of one compiled step body. The
 code and the prior draws are (B, T * latent_dim), step-major (z_1's dimensions first);
 ``encode`` returns the posterior means along the mean path (every z_t = mu_t) and
 ``decode`` runs the decoder alone (LSTM_dec and write) on given z_{1:T}, so prior samples
-are decode(N(0, I) draws). Unconditional; float32; the LSTMs are ``draw_lstm`` units wide
-(paper: 256).
+are decode(N(0, I) draws). Float32; the LSTMs are ``draw_lstm`` units wide (paper: 256).
+
+Conditioned (``--conditional`` or ``--condition lowres``), the condition c flattened (the
+one-hot label, or x_low's pixels) joins both LSTMs' inputs at every step:
+LSTM_enc(h^enc_{t-1}, [r_t, h^dec_{t-1}, c]) and LSTM_dec(h^dec_{t-1}, [z_t, c]); p(z_t) stays
+N(0, I).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from jaxae import distributions as dist
 from jaxae.config import Config, ModelConfig
 from jaxae.data import InputSpec
 from jaxae.errors import ConfigError
-from jaxae.families.base import likelihood_of
+from jaxae.families.base import conditioning_of, likelihood_of
 from jaxae.families.vae import VAE
 from jaxae.likelihoods import Likelihood
 
@@ -92,6 +96,16 @@ def _zero_state(batch: int, units: int) -> tuple[jax.Array, jax.Array]:
     return jnp.zeros((batch, units)), jnp.zeros((batch, units))
 
 
+def _with(v: jax.Array, cond: jax.Array | None) -> jax.Array:
+    """(B, D) and an optional flattened condition (B, K) -> (B, D [+ K])."""
+    return v if cond is None else jnp.concatenate([v, cond], axis=-1)
+
+
+def _flat(cond: jax.Array | None) -> jax.Array | None:
+    """The networks' condition (B, ...) flattened to (B, K) float32, or None."""
+    return None if cond is None else cond.reshape(cond.shape[0], -1).astype(jnp.float32)
+
+
 class DrawEncoder(nn.Module):
     """One step of q: read, LSTM_enc, and q(z_t | .)'s (mean, logvar), each (B, latent_dim).
     read_size 0: read the whole images."""
@@ -101,12 +115,13 @@ class DrawEncoder(nn.Module):
     read_size: int
 
     @nn.compact
-    def __call__(self, state, x: jax.Array, x_hat: jax.Array, h_dec: jax.Array):
+    def __call__(self, state, x: jax.Array, x_hat: jax.Array, h_dec: jax.Array, cond: jax.Array | None = None):
+        """cond: the flattened condition (B, K) or None."""
         if self.read_size:
             r = attention_read(nn.Dense(5, name="read_attention")(h_dec), [x, x_hat], self.read_size)
         else:
             r = jnp.concatenate([x.reshape(x.shape[0], -1), x_hat.reshape(x.shape[0], -1)], axis=-1)
-        state, h = nn.LSTMCell(self.lstm_units, name="lstm")(state, jnp.concatenate([r, h_dec], axis=-1))
+        state, h = nn.LSTMCell(self.lstm_units, name="lstm")(state, _with(jnp.concatenate([r, h_dec], axis=-1), cond))
         mean, logvar = jnp.split(nn.Dense(2 * self.latent_dim, name="posterior")(h), 2, axis=-1)
         return state, mean, logvar
 
@@ -120,8 +135,9 @@ class DrawDecoder(nn.Module):
     write_size: int
 
     @nn.compact
-    def __call__(self, state, z: jax.Array):
-        state, h = nn.LSTMCell(self.lstm_units, name="lstm")(state, z)
+    def __call__(self, state, z: jax.Array, cond: jax.Array | None = None):
+        """cond: the flattened condition (B, K) or None."""
+        state, h = nn.LSTMCell(self.lstm_units, name="lstm")(state, _with(z, cond))
         height, width, channels = self.out_shape
         if not self.write_size:
             return state, nn.Dense(math.prod(self.out_shape), name="write")(h).reshape(-1, *self.out_shape)
@@ -146,22 +162,23 @@ class DrawNet(nn.Module):
         self.encoder = DrawEncoder(self.lstm_units, self.latent_dim, self.read_size)
         self.decoder = DrawDecoder(self.lstm_units, self.out_shape, self.write_size)
 
-    def _infer(self, x: jax.Array, eps: jax.Array):
-        """x (B, H, W, C), eps (B, T * D) -> canvas c_T (B, H, W, K) and z, mean, logvar (B, T * D)."""
+    def _infer(self, x: jax.Array, eps: jax.Array, cond: jax.Array | None = None):
+        """x (B, H, W, C), eps (B, T * D), the condition (B, ...) or None -> canvas c_T
+        (B, H, W, K) and z, mean, logvar (B, T * D)."""
         batch = x.shape[0]
 
-        def step(net, carry, eps_t, x):
+        def step(net, carry, eps_t, x, c):
             canvas, enc, dec = carry
-            enc, mean, logvar = net.encoder(enc, x, x - net.likelihood.mean(canvas), dec[1])
+            enc, mean, logvar = net.encoder(enc, x, x - net.likelihood.mean(canvas), dec[1], c)
             z = mean + jnp.exp(0.5 * logvar) * eps_t
-            dec, delta = net.decoder(dec, z)
+            dec, delta = net.decoder(dec, z, c)
             return (canvas + delta, enc, dec), (z, mean, logvar)
 
         scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False},
-                       in_axes=(0, nn.broadcast), length=self.steps)
+                       in_axes=(0, nn.broadcast, nn.broadcast), length=self.steps)
         carry = (jnp.zeros((batch, *self.out_shape)), _zero_state(batch, self.lstm_units),
                  _zero_state(batch, self.lstm_units))
-        (canvas, _, _), per_step = scan(self, carry, self._time_major(eps), x)
+        (canvas, _, _), per_step = scan(self, carry, self._time_major(eps), x, _flat(cond))
         return canvas, *(jnp.moveaxis(v, 0, 1).reshape(batch, -1) for v in per_step)
 
     def _time_major(self, v: jax.Array) -> jax.Array:
@@ -169,30 +186,32 @@ class DrawNet(nn.Module):
         return jnp.moveaxis(v.reshape(v.shape[0], self.steps, self.latent_dim), 1, 0)
 
     def __call__(self, x: jax.Array, eps: jax.Array, cond: jax.Array | None = None):
-        canvas, _, mean, logvar = self._infer(x, eps)
+        canvas, _, mean, logvar = self._infer(x, eps, cond)
         return canvas, dist.gaussian_kl(mean, logvar), mean
 
     def sample_and_score(self, x: jax.Array, eps: jax.Array, cond: jax.Array | None = None):
         batch, samples = eps.shape[:2]
-        canvas, z, mean, logvar = self._infer(jnp.repeat(x, samples, axis=0), eps.reshape(batch * samples, -1))
+        cond = None if cond is None else jnp.repeat(cond, samples, axis=0)
+        canvas, z, mean, logvar = self._infer(jnp.repeat(x, samples, axis=0), eps.reshape(batch * samples, -1), cond)
         log_ratio = dist.standard_normal_log_prob(z) - dist.diag_gaussian_log_prob(z, mean, logvar)
         return canvas.reshape(batch, samples, *canvas.shape[1:]), log_ratio.reshape(batch, samples)
 
     def encode(self, x: jax.Array, cond: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """The posterior means and log-variances (B, T * D) along the mean path z_t = mu_t."""
-        _, _, mean, logvar = self._infer(x, jnp.zeros((x.shape[0], self.steps * self.latent_dim)))
+        _, _, mean, logvar = self._infer(x, jnp.zeros((x.shape[0], self.steps * self.latent_dim)), cond)
         return mean, logvar
 
     def decode(self, z: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         """z_{1:T} (B, T * D) -> the canvas c_T (B, H, W, K) of the decoder alone."""
-        def step(net, carry, z_t):
+        def step(net, carry, z_t, c):
             canvas, dec = carry
-            dec, delta = net.decoder(dec, z_t)
+            dec, delta = net.decoder(dec, z_t, c)
             return (canvas + delta, dec), None
 
-        scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False}, length=self.steps)
+        scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False},
+                       in_axes=(0, nn.broadcast), length=self.steps)
         carry = (jnp.zeros((z.shape[0], *self.out_shape)), _zero_state(z.shape[0], self.lstm_units))
-        (canvas, _), _ = scan(self, carry, self._time_major(z))
+        (canvas, _), _ = scan(self, carry, self._time_major(z), _flat(cond))
         return canvas
 
 
@@ -211,7 +230,6 @@ class DRAW(VAE):
 
     name = "draw"
     settings = (*VAE.settings, "draw_steps", "draw_lstm", "draw_attention", "draw_read_size", "draw_write_size")
-    supports_conditional = False
 
     @classmethod
     def check(cls, config: Config) -> None:
@@ -237,4 +255,5 @@ class DRAW(VAE):
                       steps=o.draw_steps, latent_dim=config.model.latent_dim, lstm_units=o.draw_lstm,
                       read_size=o.draw_read_size if attention else 0, write_size=o.draw_write_size if attention else 0)
         size = o.draw_steps * config.model.latent_dim
-        return cls(net=net, likelihood=likelihood, spec=spec, latent_dim=size, noise_dim=size, **cls.options(config))
+        return cls(net=net, likelihood=likelihood, spec=spec, latent_dim=size, noise_dim=size,
+                   conditioning=conditioning_of(config, spec), **cls.options(config))

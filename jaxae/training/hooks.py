@@ -127,12 +127,13 @@ def evaluate(model, params, test_images, test_labels) -> dict[str, float]:
 
 
 def describe(split: str, train: dict, test: dict, ips: float) -> str:
-    """One progress line: the bound's parts when the family has one, else the loss."""
+    """One progress line: the bound's parts when the family has one, else the loss; the speed when
+    it was measured (nan when every step so far was in the first, compiling call)."""
+    speed = f", {ips:,.0f} images/s" if np.isfinite(ips) else ""
     if "nelbo" in test:
         return (f"train loss {train['loss']:.2f}, {split} nelbo {test['nelbo']:.2f} nats "
-                f"({test['bpd']:.4f} bits/dim), recon {test['recon']:.2f}, kl {test['kl']:.2f}, {ips:,.0f} images/s")
-    return f"train loss {train['loss']:.2f}, {split} loss {test['loss']:.2f}, recon {test['recon']:.2f} nats, " \
-           f"{ips:,.0f} images/s"
+                f"({test['bpd']:.4f} bits/dim), recon {test['recon']:.2f}, kl {test['kl']:.2f}{speed}")
+    return f"train loss {train['loss']:.2f}, {split} loss {test['loss']:.2f}, recon {test['recon']:.2f} nats{speed}"
 
 
 def progress_bar(total: int, initial: int, enabled: bool):

@@ -62,8 +62,9 @@ def np_write(p, h, shape, write_size):
     return np.einsum("nh,nmk,mw->hwk", f_y, patch, f_x) / gamma
 
 
-def np_draw(params, x, eps, steps, units, read_size=0, write_size=0):
-    """One image x (H, W, 1), eps (T * D,) -> canvas c_T, z, mean, logvar (T * D,), step by step."""
+def np_draw(params, x, eps, steps, units, read_size=0, write_size=0, cond=()):
+    """One image x (H, W, 1), eps (T * D,), the flattened condition (K,) or () -> canvas c_T, z,
+    mean, logvar (T * D,), step by step."""
     enc_p, dec_p = params["encoder"], params["decoder"]
     canvas, enc, dec = np.zeros(x.shape), (np.zeros(units), np.zeros(units)), (np.zeros(units), np.zeros(units))
     zs, means, logvars = [], [], []
@@ -74,20 +75,20 @@ def np_draw(params, x, eps, steps, units, read_size=0, write_size=0):
             r = gamma * np.concatenate([(f_y @ v[..., 0] @ f_x.T).ravel() for v in (x, x_hat)])
         else:
             r = np.concatenate([x.ravel(), x_hat.ravel()])
-        enc, h_enc = np_lstm(enc_p["lstm"], enc, np.concatenate([r, dec[1]]))
+        enc, h_enc = np_lstm(enc_p["lstm"], enc, np.concatenate([r, dec[1], cond]))
         mean, logvar = np.split(dense(enc_p["posterior"], h_enc), 2)
         z = mean + np.exp(0.5 * logvar) * e
-        dec, h_dec = np_lstm(dec_p["lstm"], dec, z)
+        dec, h_dec = np_lstm(dec_p["lstm"], dec, np.concatenate([z, cond]))
         canvas = canvas + np_write(dec_p, h_dec, x.shape, write_size)
         zs.append(z), means.append(mean), logvars.append(logvar)
     return canvas, np.concatenate(zs), np.concatenate(means), np.concatenate(logvars)
 
 
-def np_decode(params, z, shape, steps, units, write_size=0):
-    """The decoder alone on z_{1:T} (T * D,) -> canvas c_T."""
+def np_decode(params, z, shape, steps, units, write_size=0, cond=()):
+    """The decoder alone on z_{1:T} (T * D,) and the flattened condition (K,) or () -> canvas c_T."""
     canvas, dec = np.zeros(shape), (np.zeros(units), np.zeros(units))
     for z_t in np.split(z, steps):
-        dec, h_dec = np_lstm(params["decoder"]["lstm"], dec, z_t)
+        dec, h_dec = np_lstm(params["decoder"]["lstm"], dec, np.concatenate([z_t, cond]))
         canvas = canvas + np_write(params["decoder"], h_dec, shape, write_size)
     return canvas
 
@@ -168,27 +169,43 @@ def pieces(model, params, x, keys, num_samples):
     v = jax.random.normal(jax.random.key(3), (x.shape[0], model.prior_dim))
     mean, logvar = model.encode(params, x)
     rng = jax.random.key(4)
-    return dict(samples=sampling.sample_prior(model, params, rng, 3, 0.5),
-                scaled_decode=model.decode(params, 0.5 * jax.random.normal(rng, (3, model.prior_dim))),
+    given = model.given(x)                    # x_low of a low-res-conditioned case, else None
+    first = None if given is None else given[:3]
+    cond = model.condition(given)
+    return dict(samples=sampling.sample_prior(model, params, rng, 3, 0.5, first),
+                scaled_decode=model.decode(params, 0.5 * jax.random.normal(rng, (3, model.prior_dim)), first),
                 eps=model.noise(keys), eps_s=eps_s, terms=model.eval_terms(params, batch, keys),
-                loss=model.loss(params, batch, keys), log_w=model.log_weights(params, x, keys, num_samples),
-                v=v, decoded=model.decode(params, v), mean=mean, logvar=logvar,
-                recon=model.decode(params, mean))
+                loss=model.loss(params, batch, keys),
+                log_w=model.log_weights(params, x, keys, num_samples, cond=cond),
+                v=v, decoded=model.decode(params, v, given), mean=mean, logvar=logvar,
+                recon=model.decode(params, mean, given))
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["no_attention", "attention"])
+CASES = {"no_attention": TINY, "attention": dict(TINY, draw_attention=True, draw_read_size=2, draw_write_size=3),
+         # x_low, the 2x2 box average (3x3), joins both LSTMs' inputs.
+         "attention_lowres": dict(TINY, draw_attention=True, draw_read_size=2, draw_write_size=3,
+                                  condition="lowres", lowres_factor=2)}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
 def case(request):
-    settings = dict(TINY, draw_attention=True, draw_read_size=2, draw_write_size=3) if request.param else TINY
+    settings = CASES[request.param]
     model = make_model(validate(Config.create(**settings)), BINARY)
+    assert model.conditional == ("condition" in settings)
     params = random_params(model, seed=21, scale=0.8)
     x, keys = binary_images(4, seed=22), inputs.example_keys(jax.random.key(23), 4)
     sizes = (model.net.read_size, model.net.write_size)
     return model, f64(params), np.asarray(x, np.float64), f64(pieces(model, params, x, keys, 3)), sizes
 
 
+def np_condition(case, x):
+    """The flattened condition of one image x (6, 6, 1): its 2x2 box average (9,), or ()."""
+    return x.reshape(3, 2, 3, 2).mean(axis=(1, 3)).ravel() if case[0].conditional else ()
+
+
 def reference(case, x, eps):
     model, params, _, _, (read_size, write_size) = case
-    return np_draw(params, x, eps, 3, 5, read_size, write_size)
+    return np_draw(params, x, eps, 3, 5, read_size, write_size, np_condition(case, x))
 
 
 def test_nelbo_is_the_step_by_step_recurrence(case):
@@ -227,9 +244,9 @@ def test_log_weights_sample_z_jointly_from_q_and_score_every_step(case):
 
 def test_decoder_canvas_from_fixed_prior_draws(case):
     """decode(z_{1:T}) = sigmoid of the decoder-only recurrence's c_T; sample_prior decodes prior_draws."""
-    model, params, _, p, (_, write_size) = case
+    model, params, x, p, (_, write_size) = case
     for b in range(4):
-        canvas = np_decode(params, p["v"][b], (6, 6, 1), 3, 5, write_size)
+        canvas = np_decode(params, p["v"][b], (6, 6, 1), 3, 5, write_size, np_condition(case, x[b]))
         np.testing.assert_allclose(p["decoded"][b], 1 / (1 + np.exp(-canvas)), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(p["samples"], p["scaled_decode"], atol=1e-6)
 
@@ -256,8 +273,6 @@ def test_draw_config_rules():
         make_model(Config.create(hidden_dims=(16,), **TINY), BINARY)
     with pytest.raises(ConfigError, match="--draw_steps 3 is not used by --model vae"):
         make_model(Config.create(**dict(TINY, model="vae")), BINARY)
-    with pytest.raises(ConfigError, match="--conditional is not available for --model draw"):
-        make_model(Config.create(conditional=True, **TINY), BINARY)
     model = make_model(Config.create(model="draw"), BINARY)
     assert (model.draw_steps, model.draw_lstm, model.net.read_size, model.net.write_size) == (16, 256, 0, 0)
 

@@ -19,3 +19,14 @@ def test_truncate_keeps_whole_records_up_to_the_step_and_drops_cut_lines(tmp_pat
     log.evaluation({"step": 8, "y": 2.0}, {"nelbo": 1.0}, 8)
     log.close()
     assert [json.loads(line) for line in path.read_text().splitlines()] == [{"step": 4, "x": 1}, {"step": 8, "y": 2.0}]
+
+
+def test_progress_line_gives_the_speed_only_when_it_was_measured():
+    train, test = {"loss": 101.234}, {"nelbo": 99.5, "bpd": 0.18309, "recon": 80.0, "kl": 19.5}
+    assert hooks.describe("test", train, test, 1234.4) == (
+        "train loss 101.23, test nelbo 99.50 nats (0.1831 bits/dim), recon 80.00, kl 19.50, 1,234 images/s")
+    # Every step so far in the first (compiling) call: no rate rather than "nan images/s".
+    assert hooks.describe("test", train, test, float("nan")) == (
+        "train loss 101.23, test nelbo 99.50 nats (0.1831 bits/dim), recon 80.00, kl 19.50")
+    assert hooks.describe("test", train, {"loss": 3.0, "recon": 2.5}, float("nan")) == (
+        "train loss 101.23, test loss 3.00, recon 2.50 nats")
