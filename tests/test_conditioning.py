@@ -138,6 +138,24 @@ def test_planted_decoder_mean_is_the_upsampled_x_low():
     assert report["psnr_bicubic"] != pytest.approx(want, rel=1e-3) and report["conditional_on"].startswith("x_low")
 
 
+def test_posterior_samples_take_x_low_from_the_clean_image():
+    """With a corrupted encoder input (denoising), q(z | x_in, x_low) takes x_low from the clean x,
+    as the training pass does: what infovae's and btcvae's posterior samples use."""
+    model = lowres_model(model="infovae")
+    params = random_params(model, 41)
+    x = jnp.asarray(np.random.default_rng(42).random((3, *SHAPE)) < 0.4, jnp.float32)
+    x_in = 1.0 - x
+    batch = {"x": x, "x_in": x_in}
+    keys = inputs.example_keys(jax.random.key(43), 3)
+    z, mean, logvar = model.posterior_sample(params, batch, keys)
+    encode = lambda given: model.net.apply({"params": params}, x_in, given, method=type(model.net).encode)  # noqa: E731
+    want_mean, want_logvar = encode(conditioning.box_average(x, 4))
+    np.testing.assert_allclose(mean, want_mean, rtol=1e-6)
+    np.testing.assert_allclose(logvar, want_logvar, rtol=1e-6)
+    assert np.max(np.abs(np.asarray(encode(conditioning.box_average(x_in, 4))[0] - mean))) > 1e-3
+    np.testing.assert_allclose(z, mean + jnp.exp(0.5 * logvar) * model.noise(keys), rtol=1e-6)
+
+
 @pytest.mark.parametrize("settings,message", [
     (dict(conditional=True, condition="lowres"), "cannot be combined with --condition lowres"),
     (dict(lowres_factor=3), "--lowres_factor 3 is used by --condition lowres only"),

@@ -220,8 +220,14 @@ class LatentModel:
                          ) -> tuple[jax.Array, jax.Array, jax.Array]:
         """(z, mean, logvar), each (B, latent_dim): z ~ q(z|x_in) = N(mean, diag exp(logvar))
         with the training pass's noise (``noise(keys)``); one stochastic layer."""
-        mean, logvar = self.encode(params, batch["x_in"], batch.get("label"))
+        mean, logvar = self.encode_batch(params, batch)
         return mean + jnp.exp(0.5 * logvar) * self.noise(keys), mean, logvar
+
+    def encode_batch(self, params: Params, batch: dict) -> tuple[jax.Array, jax.Array]:
+        """q(z|x_in) of a model batch under its condition (from the clean image ``x``, as in the
+        training pass): mean and logvar, each (B, latent_dim)."""
+        return self.net.apply({"params": params}, batch["x_in"], self.batch_condition(batch),
+                              method=type(self.net).encode)
 
     def eval_terms(self, params: Params, batch: dict, keys: jax.Array) -> dict[str, jax.Array]:
         """Per-example evaluation terms (B,) in nats: ``nelbo``, ``recon``, ``kl``, and

@@ -18,6 +18,11 @@ freezes the other stage's parameters, so Adam's momentum does not move stage 1 i
 Samples: u ~ N(0, T^2 I) -> z = mu(u) (``prior_draws``, the stage-2 decoder's mean) ->
 stage-1 decoder (``decode``, which also reconstructs codes).
 
+Conditioned (``--conditional`` or ``--condition lowres``), stage 1 is the conditional VAE
+(encoder and decoder see c, p(z) = N(0, I)) and stage 2 models the codes of all images
+whatever their condition (the stage-1 prior does not depend on c either); samples decode
+stage 2's codes under the condition given.
+
 Evaluation: ``nelbo`` and the IWAE bound are stage 1's with its N(0, I) prior, as the
 paper reports; ``nelbo_two_stage`` is a bound on log p(x) of the two-stage model,
 -log p(x|z) + log q(z|x) - ELBO_2(z) at one z ~ q(z|x) (ELBO_2(z) <= log p_2(z)).
@@ -94,7 +99,6 @@ class TwoStage(LatentModel):
 
     name = "two_stage"
     settings = ("stage1_steps", "stage2_hidden")
-    supports_conditional = False
     two_layers = False
 
     @classmethod
@@ -119,12 +123,13 @@ class TwoStage(LatentModel):
 
     def init(self, rng: jax.Array) -> Params:
         x = jnp.zeros((1, *self.spec.image_shape), jnp.float32)
-        return self.net.init(rng, x, jnp.zeros((1, self.latent_dim)), method=TwoStageNet.init_both)["params"]
+        cond = self.condition(self.conditioning.placeholder(1))
+        return self.net.init(rng, x, jnp.zeros((1, self.latent_dim)), cond, method=TwoStageNet.init_both)["params"]
 
     def stage2(self, params: Params, batch: dict, keys: jax.Array) -> dict[str, jax.Array]:
         """Stage 2 on z ~ q(z|x) (stop_gradient): its ``recon`` -log p(z|u) and ``kl`` (B,), and
         ``log_q`` = log q(z|x) (B,) at that z (from the stage-1 noise of the keys)."""
-        mean, logvar = self.encode(params, batch["x_in"])
+        mean, logvar = self.encode_batch(params, batch)
         eps = self.noise(keys)
         z = jax.lax.stop_gradient(mean + jnp.exp(0.5 * logvar) * eps)
         recon, kl = self.net.apply({"params": params}, z, self.noise(inputs.fold(keys, STAGE2_FOLD)),

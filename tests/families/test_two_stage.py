@@ -45,9 +45,10 @@ def kl_standard(m, logvar):
     return 0.5 * np.sum(np.exp(logvar) + m**2 - 1 - logvar, axis=-1)
 
 
-def numpy_terms(params, x, eps, eps2):
-    """numpy: stage 1's code z, -log p(x|z)'s decoder input and KL, stage 2's negative ELBO at z, log q(z|x)."""
-    mean, logvar = relu_mlp(params["encoder"], x.reshape(len(x), -1))
+def numpy_terms(params, x, eps, eps2, cond):
+    """numpy: stage 1's code z, -log p(x|z)'s decoder input and KL, stage 2's negative ELBO at z,
+    log q(z|x); cond (B, K) joins the encoder's flattened input (K = 0: unconditioned)."""
+    mean, logvar = relu_mlp(params["encoder"], np.concatenate([x.reshape(len(x), -1), cond], axis=-1))
     z = mean + np.exp(0.5 * logvar) * eps
     m, lv = relu_mlp(params["stage2_encoder"], z)
     mu, _ = relu_mlp(params["stage2_decoder"], m + np.exp(0.5 * lv) * eps2)
@@ -56,32 +57,39 @@ def numpy_terms(params, x, eps, eps2):
     return dict(z=z, kl=kl_standard(mean, logvar), nelbo2=nelbo2, log_q=gaussian_log_prob(z, mean, logvar))
 
 
-def decoder_logits(params, z):
+def decoder_logits(params, z, cond):
+    """The stage-1 decoder's logits at [z, cond]."""
     p = params["decoder"]
+    z = np.concatenate([z, cond], axis=-1)
     return np.maximum(z @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"], 0) @ p["Dense_1"]["kernel"] \
         + p["Dense_1"]["bias"]
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def pieces(model, params, x, keys):
-    batch = {"x": x, "x_in": x}
+def pieces(model, params, x, keys, labels):
+    batch = {"x": x, "x_in": x, "label": labels}
     return dict(eps=model.noise(keys), eps2=model.noise(inputs.fold(keys, 6)),
                 stage1=model.loss(params, batch, keys, 3), stage2=model.loss(params, batch, keys, 4),
                 terms=model.eval_terms(params, batch, keys))
 
 
-@pytest.fixture(scope="module")
-def case():
-    model = make_model(Config.create(**TINY), BINARY)
+@pytest.fixture(scope="module", params=[False, True], ids=["unconditioned", "label"])
+def case(request):
+    """The model (unconditioned, or stage 1 conditioned on the label), random parameters,
+    5 images with labels, the library's numbers, numpy's, and the condition numpy used."""
+    model = make_model(Config.create(**TINY, conditional=request.param), BINARY)
     params = random_params(model, seed=31, scale=1.0)
     x, keys = binary_images(5, seed=32), inputs.example_keys(jax.random.key(33), 5)
-    p = f64(pieces(model, params, x, keys))
-    return model, params, x, p, numpy_terms(f64(params), np.asarray(x, np.float64), p["eps"], p["eps2"])
+    labels = jnp.array([0, 3, 9, 3, 1])
+    cond = np.eye(10)[np.asarray(labels)] if request.param else np.zeros((5, 0))
+    p = f64(pieces(model, params, x, keys, labels))
+    ref = numpy_terms(f64(params), np.asarray(x, np.float64), p["eps"], p["eps2"], cond)
+    return model, params, x, p, dict(ref, cond=cond, labels=labels)
 
 
 def test_stage1_loss_is_the_vae_nelbo_and_stage2_loss_the_nelbo_of_the_codes(case):
     model, params, x, p, ref = case
-    probs = 1 / (1 + np.exp(-decoder_logits(f64(params), ref["z"]).reshape(x.shape)))
+    probs = 1 / (1 + np.exp(-decoder_logits(f64(params), ref["z"], ref["cond"]).reshape(x.shape)))
     nelbo1 = cross_entropy(probs, x) + ref["kl"]
     (loss1, s1), (loss2, s2) = p["stage1"], p["stage2"]
     np.testing.assert_allclose(loss1, nelbo1.mean(), rtol=1e-5)
@@ -95,9 +103,9 @@ def test_stage1_loss_is_the_vae_nelbo_and_stage2_loss_the_nelbo_of_the_codes(cas
 
 
 def test_each_stage_loss_reaches_only_its_own_parameters(case):
-    model, params, x, _, _ = case
+    model, params, x, _, ref = case
     keys = inputs.example_keys(jax.random.key(34), 5)
-    batch = {"x": x, "x_in": x}
+    batch = {"x": x, "x_in": x, "label": ref["labels"]}
     for step, frozen in ((3, "stage2"), (4, "stage1")):
         grads = jax.jit(jax.grad(lambda q: model.loss(q, batch, keys, step)[0]))(params)  # noqa: B023
         for name, sub in grads.items():
@@ -136,8 +144,8 @@ def test_gaussian_stage1_has_one_learned_scale():
     got = f64(model.eval_terms(params, {"x": x, "x_in": x}, keys))
     q = f64(params)
     ref = numpy_terms({**q, "decoder": q["decoder"]["decoder"]}, np.asarray(x, np.float64),
-                      np.asarray(model.noise(keys), np.float64), np.zeros((2, D)))
-    mean = decoder_logits({"decoder": q["decoder"]["decoder"]}, ref["z"])
+                      np.asarray(model.noise(keys), np.float64), np.zeros((2, D)), np.zeros((2, 0)))
+    mean = decoder_logits({"decoder": q["decoder"]["decoder"]}, ref["z"], np.zeros((2, 0)))
     log_scale = np.clip(q["decoder"]["log_scale"], -7, 2)
     log_px = gaussian_log_prob(np.asarray(x, np.float64).reshape(2, -1), mean, np.full_like(mean, 2 * log_scale))
     np.testing.assert_allclose(got["recon"], -log_px + 36 * math.log(256), rtol=1e-5)
@@ -150,8 +158,9 @@ def test_prior_draws_go_through_the_stage2_decoder(case):
     expected, _ = relu_mlp(f64(params)["stage2_decoder"], u)
     draws = model.prior_draws(params, rng, 4, 0.6)
     np.testing.assert_allclose(draws, expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(sampling.sample_prior(model, params, rng, 4, 0.6), model.decode(params, draws),
-                               atol=1e-6)
+    given = jnp.array([2, 2, 5, 7]) if model.conditional else None       # Samples decode under the labels given.
+    np.testing.assert_allclose(sampling.sample_prior(model, params, rng, 4, 0.6, given),
+                               model.decode(params, draws, given), atol=1e-6)
 
 
 def test_two_stage_config_rules():
@@ -163,8 +172,6 @@ def test_two_stage_config_rules():
         make_model(Config.create(**dict(TINY, stage1_steps=10)), BINARY)
     with pytest.raises(ConfigError, match="needs --stage1_steps"):
         make_model(Config.create(**dict(TINY, stage1_steps=0, epochs=3)), BINARY)
-    with pytest.raises(ConfigError, match="--conditional is not available for --model two_stage"):
-        make_model(Config.create(conditional=True, **TINY), BINARY)
     model = make_model(Config.create(model="two_stage", steps=100), BINARY)
     assert isinstance(model, TwoStage) and (model.stage1_steps, model.stage2_hidden) == (50, 256)
 
