@@ -161,7 +161,6 @@ def test_posterior_samples_take_x_low_from_the_clean_image():
     (dict(lowres_factor=3), "--lowres_factor 3 is used by --condition lowres only"),
     (dict(condition="lowres", lowres_factor=1), "--lowres_factor must be >= 2"),
     (dict(condition="lowres", lowres_factor=3), "--lowres_factor 3 must divide the image sides; got 8x8"),
-    (dict(condition="lowres", model="vqvae"), "--condition lowres is not available for --model vqvae"),
     (dict(condition="lowres", model="cvae"), "--condition lowres is not available for --model cvae"),
     (dict(condition="upscaled"), "--condition 'upscaled' is not one of none, label, lowres"),
 ])

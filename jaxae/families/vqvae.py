@@ -38,7 +38,13 @@ posterior is the NELBO itself, so ``bound`` is False and evaluation skips it.
 
 ``encode`` returns the quantized grid flattened, (B, h w D); ``prior_draws`` samples code
 grids from the PixelCNN position by position (``--temperature`` divides its logits) and
-returns their codebook vectors flattened, which ``decode`` decodes. Unconditional.
+returns their codebook vectors flattened, which ``decode`` decodes.
+
+Conditioned (``--conditional`` or ``--condition lowres``), encoder and decoder see c as
+channels (x_low resized to each grid, a label broadcast; jaxae.nets.conv.GridEncoder and
+GridDecoder); the PixelCNN prior over the codes stays unconditional, as every family's
+prior is independent of c, so the codes carry what x_low does not and samples decode the
+prior's codes under the condition given.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ from jaxae import evaluation, nets
 from jaxae.config import Config
 from jaxae.data import InputSpec
 from jaxae.errors import ConfigError
-from jaxae.families.base import LatentModel, Params, by_module, likelihood_of
+from jaxae.families.base import LatentModel, Params, by_module, conditioning_of, likelihood_of
 from jaxae.nets.pixelcnn import PixelCNN, sample_codes
 
 
@@ -105,25 +111,26 @@ class VQNet(nn.Module):
         if self.ema:
             self.codebook_count = self.param("codebook_count", nn.initializers.ones, (self.num_codes,))
 
-    def assign(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """x (B, H, W, C) -> the encoder's grid z_e (B, h, w, D) and its nearest entries' indices (B, h, w)."""
-        z_e = self.encoder(x)
+    def assign(self, x: jax.Array, cond: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """x (B, H, W, C) and the condition or None -> the encoder's grid z_e (B, h, w, D) and its
+        nearest entries' indices (B, h, w)."""
+        z_e = self.encoder(x, cond)
         return z_e, quantize(z_e, self.codebook)[0]
 
-    def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
-        """x (B, H, W, C) -> decoder output, z_e and e (B, h, w, D), indices (B, h, w) and the
-        prior's logits (B, h, w, K) of the indices."""
-        z_e, indices = self.assign(x)
+    def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> dict[str, jax.Array]:
+        """x (B, H, W, C) and the condition or None -> decoder output, z_e and e (B, h, w, D),
+        indices (B, h, w) and the prior's logits (B, h, w, K) of the indices."""
+        z_e, indices = self.assign(x, cond)
         e = self.codebook[indices]
-        return {"out": self.decoder(straight_through(z_e, e)), "z_e": z_e, "e": e, "indices": indices,
+        return {"out": self.decoder(straight_through(z_e, e), cond), "z_e": z_e, "e": e, "indices": indices,
                 "logits": self.prior(jax.nn.one_hot(indices, self.num_codes))}
 
-    def quantized(self, x: jax.Array) -> jax.Array:
+    def quantized(self, x: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         """x (B, H, W, C) -> the nearest codebook vectors (B, h, w, D)."""
-        return self.codebook[self.assign(x)[1]]
+        return self.codebook[self.assign(x, cond)[1]]
 
-    def decode(self, z_q: jax.Array) -> jax.Array:
-        return self.decoder(z_q)
+    def decode(self, z_q: jax.Array, cond: jax.Array | None = None) -> jax.Array:
+        return self.decoder(z_q, cond)
 
     def prior_logits(self, one_hot: jax.Array) -> jax.Array:
         return self.prior(one_hot)
@@ -147,7 +154,6 @@ class VQVAE(LatentModel):
     name = "vqvae"
     settings = ("codebook_size", "commitment", "pixelcnn_layers", "pixelcnn_channels", "codebook_ema")
     deterministic = True
-    conditions = ("none",)
 
     @classmethod
     def check(cls, config: Config) -> None:
@@ -173,7 +179,8 @@ class VQVAE(LatentModel):
         net = VQNet(encoder=encoder, decoder=decoder, prior=prior, num_codes=o.codebook_size, code_dim=m.latent_dim,
                     ema=o.codebook_ema > 0)
         return cls(net=net, likelihood=likelihood, spec=spec, latent_dim=grid[0] * grid[1] * m.latent_dim,
-                   noise_dim=0, convolutional=True, grid=grid, **cls.options(config))
+                   noise_dim=0, conditioning=conditioning_of(config, spec), convolutional=True, grid=grid,
+                   **cls.options(config))
 
     @property
     def bound(self) -> bool:
@@ -189,14 +196,15 @@ class VQVAE(LatentModel):
         return self.grid[0] * self.grid[1]
 
     def init(self, rng: jax.Array) -> Params:
-        return self.net.init(rng, jnp.zeros((1, *self.spec.image_shape), jnp.float32))["params"]
+        cond = self.condition(self.conditioning.placeholder(1))
+        return self.net.init(rng, jnp.zeros((1, *self.spec.image_shape), jnp.float32), cond)["params"]
 
     def forward(self, params: Params, batch: dict, keys: jax.Array) -> dict[str, jax.Array]:
         """Per example (B,) nats: ``recon`` = -log p(x|z_q), ``codebook`` = ||sg[z_e] - e||^2,
         ``commit`` = ||z_e - sg[e]||^2 (the same value, other gradients) and ``prior_nll`` =
         -log p(k) of the code indices; and ``indices`` (B, h, w)."""
         del keys
-        net = self.net.apply({"params": params}, batch["x_in"])
+        net = self.net.apply({"params": params}, batch["x_in"], self.batch_condition(batch))
         z_e, e = net["z_e"], net["e"]
         log_probs = jax.nn.log_softmax(net["logits"], axis=-1)
         log_prior = jnp.take_along_axis(log_probs, net["indices"][..., None], axis=-1)
@@ -233,7 +241,8 @@ class VQVAE(LatentModel):
         del keys
         if not self.codebook_ema:
             return new_params
-        z_e, indices = self.net.apply({"params": params}, batch["x_in"], method=VQNet.assign)
+        z_e, indices = self.net.apply({"params": params}, batch["x_in"], self.batch_condition(batch),
+                                      method=VQNet.assign)
         one_hot = jax.nn.one_hot(indices.reshape(-1), self.codebook_size, dtype=jnp.float32)   # (N, K)
         assigned, sums = jnp.sum(one_hot, axis=0), one_hot.T @ z_e.reshape(-1, z_e.shape[-1]).astype(jnp.float32)
         if axis_name is not None:
@@ -259,21 +268,22 @@ class VQVAE(LatentModel):
 
     def encode(self, params: Params, x: jax.Array, labels: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """Float input (B, H, W, C) -> the quantized grid flattened (B, h w D), and its log-variance
-        (-inf: the code is deterministic)."""
-        del labels
-        code = self.net.apply({"params": params}, x, method=VQNet.quantized).reshape(x.shape[0], -1)
+        (-inf: the code is deterministic), under the condition ``given(x, labels)``."""
+        cond = self.condition(self.given(x, labels))
+        code = self.net.apply({"params": params}, x, cond, method=VQNet.quantized).reshape(x.shape[0], -1)
         return code, jnp.full_like(code, -jnp.inf)
 
     def decode(self, params: Params, v: jax.Array, given: jax.Array | None = None) -> jax.Array:
-        """Flattened grids of code vectors (B, h w D) -> mean images (B, H, W, C) in [0, 1]
-        (unconditional: ``given`` is None)."""
-        del given
-        out = self.net.apply({"params": params}, v.reshape(v.shape[0], *self.grid, -1), method=VQNet.decode)
+        """Flattened grids of code vectors (B, h w D) -> mean images (B, H, W, C) in [0, 1], under
+        the condition ``given`` (None when unconditioned)."""
+        out = self.net.apply({"params": params}, v.reshape(v.shape[0], *self.grid, -1), self.condition(given),
+                             method=VQNet.decode)
         return self.likelihood.mean(out)
 
     def reconstruct(self, params: Params, x: jax.Array, labels: jax.Array | None = None) -> jax.Array:
-        """Float input (B, H, W, C) -> mean images (B, H, W, C) in [0, 1] decoded from its quantized grid."""
-        return self.decode(params, self.encode(params, x, labels)[0])
+        """Float input (B, H, W, C) -> mean images (B, H, W, C) in [0, 1] decoded from its quantized
+        grid, under the condition ``given(x, labels)``."""
+        return self.decode(params, self.encode(params, x, labels)[0], self.given(x, labels))
 
     def prior_logits(self, params: Params, codes: jax.Array) -> jax.Array:
         """Code indices int (B, h, w) -> the prior's logits (B, h, w, K) of each given the earlier ones."""

@@ -127,6 +127,17 @@ def with_channels(h: jax.Array, cond: jax.Array) -> jax.Array:
     return jnp.concatenate([h, (2.0 * resized - 1.0).astype(h.dtype)], axis=-1)
 
 
+def with_condition_channels(h: jax.Array, cond: jax.Array | None) -> jax.Array:
+    """(B, H, W, D) features and an optional condition -> (B, H, W, D + K): an image condition
+    as :func:`with_channels`, a vector (B, K) broadcast over H x W; no condition: h."""
+    if cond is None:
+        return h
+    if spatial(cond):
+        return with_channels(h, cond)
+    planes = jnp.broadcast_to(cond[:, None, None, :].astype(h.dtype), (*h.shape[:3], cond.shape[-1]))
+    return jnp.concatenate([h, planes], axis=-1)
+
+
 def _stage_conv(h: jax.Array, width: int, act, residual: bool, activation: str, dtype: Any) -> jax.Array:
     """The stride-1 part of a stage: a 3x3 conv + act, or a residual block after a width change."""
     if not residual:
@@ -216,27 +227,27 @@ class ConvDecoder(nn.Module):
 
 
 class GridEncoder(ConvEncoder):
-    """(B, H, W, C) in [0, 1] -> a grid of code vectors (B, H / 2^S, W / 2^S, latent_dim), S =
-    len(channels): :class:`ConvEncoder`'s stages, then a 1x1 conv (no dense bottleneck)."""
+    """(B, H, W, C) in [0, 1] and optional condition -> a grid of code vectors (B, H / 2^S,
+    W / 2^S, latent_dim), S = len(channels): :class:`ConvEncoder`'s stages, then a 1x1 conv (no
+    dense bottleneck). A condition joins the input image as channels (:func:`with_condition_channels`)."""
 
     @nn.compact
     def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> jax.Array:
-        if cond is not None:
-            raise ValueError("GridEncoder takes no condition")
-        h = _down_stages((2.0 * x - 1.0).astype(self.dtype), self.channels, getattr(nn, self.activation),
-                         self.residual, self.activation, self.dtype)
+        h = with_condition_channels((2.0 * x - 1.0).astype(self.dtype), cond)
+        h = _down_stages(h, self.channels, getattr(nn, self.activation), self.residual, self.activation, self.dtype)
         return widen(nn.Conv(self.latent_dim, (1, 1), dtype=self.dtype)(h), self.dtype)
 
 
 class GridDecoder(ConvDecoder):
-    """A grid of code vectors (B, h, w, D) -> (B, *out_shape): a 3x3 conv to channels[0], then
-    :class:`ConvDecoder`'s upsampling stages and output conv."""
+    """A grid of code vectors (B, h, w, D) and optional condition -> (B, *out_shape): a 3x3 conv
+    to channels[0], then :class:`ConvDecoder`'s upsampling stages and output conv; a condition
+    joins the code grid and, at full size, the last conv's input as channels
+    (:func:`with_condition_channels`)."""
 
     @nn.compact
     def __call__(self, z: jax.Array, cond: jax.Array | None = None) -> jax.Array:
-        if cond is not None:
-            raise ValueError("GridDecoder takes no condition")
         act = getattr(nn, self.activation)
-        h = act(nn.Conv(self.channels[0], (3, 3), dtype=self.dtype)(z))
+        h = act(nn.Conv(self.channels[0], (3, 3), dtype=self.dtype)(with_condition_channels(z, cond)))
         h = _up_stages(h, self.channels, act, self.residual, self.activation, self.dtype)
+        h = with_condition_channels(h, cond)
         return widen(nn.Conv(self.out_shape[2], (3, 3), dtype=self.dtype)(h), self.dtype)

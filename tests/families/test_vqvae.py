@@ -16,12 +16,14 @@ from test_cli import call
 
 from conftest import random_like
 from jaxae import inputs, sampling, training
+from jaxae.conditioning import box_average
 from jaxae.config import Config
 from jaxae.config.validation import validate
 from jaxae.data import InputSpec
 from jaxae.errors import ConfigError
 from jaxae.families import make_model
 from jaxae.families.vqvae import VQVAE, ema_codebook, quantize, straight_through
+from jaxae.nets.conv import with_condition_channels
 from jaxae.nets.pixelcnn import PixelCNN
 
 # 6 x 6 images, one stride-2 stage: a 3 x 3 grid of 3-vectors, 5 codebook entries.
@@ -258,6 +260,54 @@ def test_ema_update_under_pmap_sums_the_assignments_over_devices():
         np.testing.assert_allclose(after.params[name][3], single.params[name], rtol=1e-5, atol=1e-6)
 
 
+def test_condition_channels_by_hand():
+    """A label joins every position as constant planes; x_low, nearest-resized and mapped to
+    [-1, 1] as the images are."""
+    h = jnp.arange(2 * 4 * 4, dtype=jnp.float32).reshape(2, 4, 4, 1)
+    label = jnp.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    out = np.asarray(with_condition_channels(h, label))
+    np.testing.assert_array_equal(out[..., :1], h)
+    np.testing.assert_array_equal(out[:, 2, 3, 1:], label)
+    np.testing.assert_array_equal(out[:, 0, 0, 1:], label)
+    low = jnp.array([[[0.0, 0.5], [1.0, 0.25]]])[..., None]                            # (1, 2, 2, 1)
+    out = np.asarray(with_condition_channels(h[:1], low))[0, :, :, 1]
+    np.testing.assert_array_equal(out, 2.0 * np.kron([[0.0, 0.5], [1.0, 0.25]], np.ones((2, 2))) - 1.0)
+    assert with_condition_channels(h, None) is h
+
+
+@pytest.mark.parametrize("settings", [dict(conditional=True), dict(condition="lowres", lowres_factor=2)])
+def test_conditioned_vqvae_gives_encoder_and_decoder_the_clean_images_condition(settings):
+    """The terms at random parameters with a denoising input x_in != x: encoder(x_in, c) and
+    decoder(e, c) with c from the clean x (the label one-hot, or x's 2x2 box average); the
+    PixelCNN prior does not see c; the decoder does."""
+    model = make_model(Config.create(**TINY, **settings), BINARY)
+    assert model.conditional
+    params = random_params(model, seed=26, scale=0.8)
+    x = binary_images(4, seed=27)
+    x_in, labels = 1.0 - x, jnp.array([1, 4, 4, 9])
+    cond = jax.nn.one_hot(labels, 10) if model.conditioning.kind == "label" else box_average(x, 2)
+    z_e = model.net.encoder.apply({"params": params["encoder"]}, x_in, cond)
+    indices, e = numpy_quantize(np.asarray(z_e, np.float64), np.asarray(params["codebook"], np.float64))
+    out = model.net.decoder.apply({"params": params["decoder"]}, jnp.asarray(e, jnp.float32), cond)
+    logits = model.net.prior.apply({"params": params["prior"]}, jax.nn.one_hot(indices, 5))
+    prior_nll = -np.sum(np.take_along_axis(log_softmax(np.asarray(logits, np.float64)), indices[..., None], -1),
+                        axis=(1, 2, 3))
+    batch = {"x": x, "x_in": x_in, "label": labels}
+    terms = model.eval_terms(params, batch, inputs.example_keys(jax.random.key(28), 4))
+    np.testing.assert_allclose(terms["recon"], -model.likelihood.log_prob(out, x), rtol=1e-5)
+    np.testing.assert_allclose(terms["kl"], prior_nll, rtol=1e-5)
+    v = jnp.asarray(e.reshape(4, -1), jnp.float32)
+    other = jnp.array([2, 2, 2, 2]) if model.conditioning.kind == "label" else box_average(x_in, 2)
+    given = labels if model.conditioning.kind == "label" else box_average(x, 2)
+    assert np.max(np.abs(np.asarray(model.decode(params, v, given) - model.decode(params, v, other)))) > 1e-3
+    # Reconstructions decode x's own codes under x's condition.
+    _, e_x = numpy_quantize(np.asarray(model.net.encoder.apply({"params": params["encoder"]}, x, cond), np.float64),
+                            np.asarray(params["codebook"], np.float64))
+    want = model.likelihood.mean(model.net.decoder.apply({"params": params["decoder"]}, jnp.asarray(e_x, jnp.float32),
+                                                         cond))
+    np.testing.assert_allclose(model.reconstruct(params, x, labels), want, rtol=1e-5, atol=1e-6)
+
+
 def test_vqvae_config_rules():
     with pytest.raises(ConfigError, match="^--codebook_size must be in 2..65536, got 1$"):
         validate(Config.create(**dict(TINY, codebook_size=1)))
@@ -275,10 +325,6 @@ def test_vqvae_config_rules():
     assert "codebook_count" not in jax.eval_shape(make_model(Config.create(**TINY), BINARY).init, jax.random.key(0))
     with pytest.raises(ConfigError, match="--codebook_size 5 is not used by --model vae"):
         make_model(Config.create(**dict(TINY, model="vae")), BINARY)
-    with pytest.raises(ConfigError, match="--conditional is not available for --model vqvae"):
-        make_model(Config.create(conditional=True, **TINY), BINARY)
-    with pytest.raises(ConfigError, match="--condition lowres is not available for --model vqvae"):
-        make_model(Config.create(condition="lowres", **TINY), BINARY)
     model = make_model(Config.create(model="vqvae", arch="conv"), InputSpec(image_shape=(28, 28, 1), num_classes=10,
                                                                           mode="binary"))
     assert isinstance(model, VQVAE) and model.grid == (7, 7) and model.latent_dim == 7 * 7 * 16
