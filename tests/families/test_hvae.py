@@ -363,31 +363,29 @@ def test_conditioned_net_sees_the_condition_only_through_its_projections(kind):
     cond = model.condition(model.given(x, labels))
     other = model.condition(model.given(1.0 - x, jnp.array([1, 1])))
 
-    @jax.jit
-    def pieces(params, cond):
-        log_w = model.net.apply({"params": params}, x, jnp.stack([sample_noise(keys, s, model.noise_dim)
-                                                                  for s in (0, 1)], axis=1), cond,
-                                method=HierarchicalNet.sample_and_score)
-        single = [model.net.apply({"params": params}, x, sample_noise(keys, s, model.noise_dim), cond)
-                  for s in (0, 1)]
-        return log_w, single
+    plain = dataclasses.replace(model.net, conditioned=False)
 
-    (out, log_ratio), single = pieces(params, cond)
+    @jax.jit
+    def pieces(params, cond, other):
+        """One compiled call (the hierarchical net is slow op by op)."""
+        noise = [sample_noise(keys, s, model.noise_dim) for s in (0, 1)]
+        scored = model.net.apply({"params": params}, x, jnp.stack(noise, axis=1), cond,
+                                 method=HierarchicalNet.sample_and_score)
+        single = [model.net.apply({"params": params}, x, n, cond) for n in noise]
+        v = jnp.zeros((2, model.noise_dim))
+        decoded = [model.net.apply({"params": params}, v, c, method=HierarchicalNet.decode) for c in (cond, other)]
+        zeroed = {k: (jax.tree.map(jnp.zeros_like, w) if k.startswith("cond_") else w) for k, w in params.items()}
+        got = model.net.apply({"params": zeroed}, x, noise[0], cond)
+        want = plain.apply({"params": {k: w for k, w in params.items() if not k.startswith("cond_")}}, x, noise[0])
+        return scored, single, decoded, got, want
+
+    (out, log_ratio), single, decoded, got, want = pieces(params, cond, other)
     for s, (out_s, kl_s, _) in enumerate(single):
         np.testing.assert_allclose(out[:, s], out_s, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(log_ratio[:, s], -np.sum(kl_s, axis=-1), rtol=1e-5, atol=1e-4)
     # The prior's means below the top group, and the decoder, depend on the condition.
-    v = jnp.zeros((2, model.noise_dim))
-    decoded = [np.asarray(model.net.apply({"params": params}, v, c, method=HierarchicalNet.decode))
-               for c in (cond, other)]
-    assert np.max(np.abs(decoded[0] - decoded[1])) > 1e-3
-    # Zero the condition's convs: the unconditioned net's numbers.
-    zeroed = {k: (jax.tree.map(jnp.zeros_like, v) if k.startswith("cond_") else v) for k, v in params.items()}
-    plain = dataclasses.replace(model.net, conditioned=False)
-    plain_params = {k: v for k, v in params.items() if not k.startswith("cond_")}
-    eps = sample_noise(keys, 0, model.noise_dim)
-    got = model.net.apply({"params": zeroed}, x, eps, cond)
-    want = plain.apply({"params": plain_params}, x, eps)
+    assert np.max(np.abs(np.asarray(decoded[0]) - np.asarray(decoded[1]))) > 1e-3
+    # The condition's convs at zero: the unconditioned net's numbers.
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 

@@ -152,18 +152,24 @@ def test_conditioned_prior_gives_each_pseudo_input_its_own_condition(settings):
         assert set(params) == {"encoder", "decoder", "pseudo_inputs"}
         cond = u.reshape(4, 3, 2, 3, 2, 1).mean(axis=(2, 4))                               # (4, 3, 3, 1)
         given = jnp.asarray(binary_images(2, seed=22)[:, ::2, ::2])                        # any (2, 3, 3, 1)
-    encode = lambda x, c: model.net.apply({"params": params}, x, c, method=VampNet.encode)  # noqa: E731
-    means, logvars = f64(encode(jnp.asarray(u, jnp.float32), jnp.asarray(cond, jnp.float32)))
-    z = np.asarray(jax.random.normal(jax.random.key(23), (2, 3)), np.float64)
-    got = np.asarray(model.log_prior(params, jnp.asarray(z, jnp.float32)), np.float64)
-    np.testing.assert_allclose(got, vamp_log_prior(z, means, logvars), rtol=1e-5)
+    z = jax.random.normal(jax.random.key(23), (2, 3))
+
+    @jax.jit
+    def pieces(params, u, cond):
+        """One compiled call: the components' statistics with the hand-made conditions and
+        with them zeroed, log p(z), and one prior draw decoded under two conditions."""
+        encode = lambda c: model.net.apply({"params": params}, u, c, method=VampNet.encode)  # noqa: E731
+        v = model.prior_draws(params, jax.random.key(24), 1)
+        return dict(components=encode(cond), zeroed=encode(jnp.zeros_like(cond)), log_prior=model.log_prior(params, z),
+                    images=[model.decode(params, v, given[i:i + 1]) for i in (0, 1)])
+
+    p = f64(pieces(params, jnp.asarray(u, jnp.float32), jnp.asarray(cond, jnp.float32)))
+    means, logvars = p["components"]
+    np.testing.assert_allclose(p["log_prior"], vamp_log_prior(np.asarray(z, np.float64), means, logvars), rtol=1e-5)
     # The pseudo-inputs' conditions matter: with the condition zeroed the components move.
-    zero_means, _ = f64(encode(jnp.asarray(u, jnp.float32), jnp.zeros_like(jnp.asarray(cond, jnp.float32))))
-    assert np.max(np.abs(zero_means - means)) > 0.05
+    assert np.max(np.abs(p["zeroed"][0] - means)) > 0.05
     # Samples: one prior draw decoded under two conditions differs.
-    v = model.prior_draws(params, jax.random.key(24), 1)
-    images = [np.asarray(model.decode(params, v, given[i:i + 1])) for i in (0, 1)]
-    assert np.max(np.abs(images[0] - images[1])) > 1e-3
+    assert np.max(np.abs(p["images"][0] - p["images"][1])) > 1e-3
 
 
 def test_trains_two_steps_and_samples(tfds_dir, tmp_path):

@@ -285,27 +285,39 @@ def test_conditioned_vqvae_gives_encoder_and_decoder_the_clean_images_condition(
     params = random_params(model, seed=26, scale=0.8)
     x = binary_images(4, seed=27)
     x_in, labels = 1.0 - x, jnp.array([1, 4, 4, 9])
-    cond = jax.nn.one_hot(labels, 10) if model.conditioning.kind == "label" else box_average(x, 2)
-    z_e = model.net.encoder.apply({"params": params["encoder"]}, x_in, cond)
-    indices, e = numpy_quantize(np.asarray(z_e, np.float64), np.asarray(params["codebook"], np.float64))
-    out = model.net.decoder.apply({"params": params["decoder"]}, jnp.asarray(e, jnp.float32), cond)
-    logits = model.net.prior.apply({"params": params["prior"]}, jax.nn.one_hot(indices, 5))
-    prior_nll = -np.sum(np.take_along_axis(log_softmax(np.asarray(logits, np.float64)), indices[..., None], -1),
-                        axis=(1, 2, 3))
-    batch = {"x": x, "x_in": x_in, "label": labels}
-    terms = model.eval_terms(params, batch, inputs.example_keys(jax.random.key(28), 4))
-    np.testing.assert_allclose(terms["recon"], -model.likelihood.log_prob(out, x), rtol=1e-5)
-    np.testing.assert_allclose(terms["kl"], prior_nll, rtol=1e-5)
-    v = jnp.asarray(e.reshape(4, -1), jnp.float32)
-    other = jnp.array([2, 2, 2, 2]) if model.conditioning.kind == "label" else box_average(x_in, 2)
-    given = labels if model.conditioning.kind == "label" else box_average(x, 2)
-    assert np.max(np.abs(np.asarray(model.decode(params, v, given) - model.decode(params, v, other)))) > 1e-3
+    label = model.conditioning.kind == "label"
+    cond = jax.nn.one_hot(labels, 10) if label else box_average(x, 2)
+    given, other = (labels, jnp.array([2, 2, 2, 2])) if label else (box_average(x, 2), box_average(x_in, 2))
+
+    @jax.jit
+    def pieces(params):
+        """One compiled call: the networks applied by hand (brute-force nearest entries, as
+        numpy_quantize) and the library's numbers."""
+        def codes(images):
+            z_e = model.net.encoder.apply({"params": params["encoder"]}, images, cond)
+            indices = jnp.argmin(jnp.sum(jnp.square(z_e[..., None, :] - params["codebook"]), -1), -1)
+            return indices, params["codebook"][indices]
+
+        def decoder(e):
+            return model.net.decoder.apply({"params": params["decoder"]}, e, cond)
+
+        indices, e = codes(x_in)
+        logits = model.net.prior.apply({"params": params["prior"]}, jax.nn.one_hot(indices, 5))
+        v = e.reshape(4, -1)
+        batch = {"x": x, "x_in": x_in, "label": labels}
+        return dict(indices=indices, logits=logits, recon=-model.likelihood.log_prob(decoder(e), x),
+                    terms=model.eval_terms(params, batch, inputs.example_keys(jax.random.key(28), 4)),
+                    decoded=model.decode(params, v, given), decoded_other=model.decode(params, v, other),
+                    own=model.likelihood.mean(decoder(codes(x)[1])), reconstructed=model.reconstruct(params, x, labels))
+
+    p = f64(pieces(params))
+    indices = np.asarray(p["indices"]).astype(int)
+    prior_nll = -np.sum(np.take_along_axis(log_softmax(p["logits"]), indices[..., None], -1), axis=(1, 2, 3))
+    np.testing.assert_allclose(p["terms"]["recon"], p["recon"], rtol=1e-5)
+    np.testing.assert_allclose(p["terms"]["kl"], prior_nll, rtol=1e-5)
+    assert np.max(np.abs(p["decoded"] - p["decoded_other"])) > 1e-3
     # Reconstructions decode x's own codes under x's condition.
-    _, e_x = numpy_quantize(np.asarray(model.net.encoder.apply({"params": params["encoder"]}, x, cond), np.float64),
-                            np.asarray(params["codebook"], np.float64))
-    want = model.likelihood.mean(model.net.decoder.apply({"params": params["decoder"]}, jnp.asarray(e_x, jnp.float32),
-                                                         cond))
-    np.testing.assert_allclose(model.reconstruct(params, x, labels), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(p["reconstructed"], p["own"], rtol=1e-5, atol=1e-6)
 
 
 def test_vqvae_config_rules():
